@@ -1,0 +1,234 @@
+//! The one body type that flows through the stack, and the body wrappers the
+//! stack needs: a size limit for request bodies and a byte counter for the
+//! access log.
+//!
+//! Every layer speaks `Request<Body>` / `Response<Body>` so the per-route
+//! stacks can be boxed and swapped; the boxing costs one allocation per body.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
+
+/// The error type of bodies and of the upstream client.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response inside the gateway.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+/// A body made of one buffer.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Boxes any body whose error converts into [`BoxError`].
+pub fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// The request body grew past `server.max_body_bytes` while streaming.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {limit} bytes")]
+pub struct BodyTooLarge {
+    /// The configured limit.
+    pub limit: u64,
+}
+
+impl BodyTooLarge {
+    /// Whether `error`, or any error in its `source()` chain, is a [`BodyTooLarge`].
+    ///
+    /// The upstream client wraps the body error it hit while sending, so the
+    /// proxy walks the chain to tell "client sent too much" (413) apart from
+    /// "upstream failed" (502).
+    pub fn is_cause_of(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut current = Some(error);
+        while let Some(err) = current {
+            if err.is::<BodyTooLarge>() {
+                return true;
+            }
+            current = err.source();
+        }
+        false
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that fails with [`BodyTooLarge`] once more than `limit`
+    /// bytes have passed, whether or not a `Content-Length` announced them
+    /// (chunked bodies are limited too).
+    pub struct Limited<B> {
+        #[pin]
+        inner: B,
+        remaining: u64,
+        limit: u64,
+    }
+}
+
+impl<B> Limited<B> {
+    /// Wraps `inner`, allowing at most `limit` bytes through.
+    pub fn new(inner: B, limit: u64) -> Self {
+        Self {
+            inner,
+            remaining: limit,
+            limit,
+        }
+    }
+}
+
+impl<B> http_body::Body for Limited<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let len = data.len() as u64;
+                    if len > *this.remaining {
+                        *this.remaining = 0;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: *this.limit,
+                        }))));
+                    }
+                    *this.remaining -= len;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(err.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A shared count of the data bytes that passed through a [`Counted`] body.
+#[derive(Clone, Debug, Default)]
+pub struct ByteCount(Arc<AtomicU64>);
+
+impl ByteCount {
+    /// The bytes counted so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that counts its data bytes into a [`ByteCount`].
+    pub struct Counted<B> {
+        #[pin]
+        inner: B,
+        count: ByteCount,
+    }
+}
+
+impl<B> Counted<B> {
+    /// Wraps `inner`, adding every data frame's length to `count`.
+    pub fn new(inner: B, count: ByteCount) -> Self {
+        Self { inner, count }
+    }
+}
+
+impl<B> http_body::Body for Counted<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            this.count.add(data.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    fn chunks(parts: &[&'static [u8]]) -> impl http_body::Body<Data = Bytes, Error = BoxError> {
+        let frames: Vec<Result<Frame<Bytes>, BoxError>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn limited_body_passes_exactly_the_limit() {
+        let body = Limited::new(chunks(&[b"abc", b"de"]), 5);
+        let collected = body.collect().await.map(|c| c.to_bytes());
+        assert_eq!(collected.ok(), Some(Bytes::from_static(b"abcde")));
+    }
+
+    #[tokio::test]
+    async fn limited_body_fails_one_byte_past_the_limit() {
+        let body = Limited::new(chunks(&[b"abc", b"def"]), 5);
+        let err = body
+            .collect()
+            .await
+            .err()
+            .map(|e| BodyTooLarge::is_cause_of(&*e));
+        assert_eq!(err, Some(true));
+    }
+
+    #[tokio::test]
+    async fn counted_body_counts_data_bytes() {
+        let count = ByteCount::default();
+        let body = Counted::new(chunks(&[b"abc", b"defg"]), count.clone());
+        let _ = body.collect().await;
+        assert_eq!(count.get(), 7);
+    }
+}

@@ -1,0 +1,130 @@
+//! Configuration: `gateway.toml` parsed once into typed, validated settings.
+//!
+//! Loading has two passes. The file is parsed into a spanned TOML tree; each
+//! section (and each `[[routes]]` entry) is deserialized on its own, so
+//! structural problems in different sections are all reported. Then
+//! `validate.rs` checks the values and the rules between them, collecting
+//! every problem. Each [`Problem`] names the file, line and column, the key
+//! path (`routes[2].upstream`), what is wrong and how to fix it, and never
+//! echoes more of the file than the offending value.
+//!
+//! Only this module knows serde and TOML: the rest of the gateway sees plain
+//! `*Settings` structs owned by the modules that use them.
+
+mod file;
+mod validate;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::routes::RouteSettings;
+use crate::server::ServerSettings;
+use crate::telemetry::LogSettings;
+
+/// The whole, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it was read from (for messages).
+    pub origin: String,
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[log]`.
+    pub log: LogSettings,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<RouteSettings>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+            problems: vec![Problem {
+                origin: origin.clone(),
+                location: None,
+                key: String::new(),
+                message: format!("cannot read the file: {err}"),
+                fix: "check the path given with --config (or WARDEN_CONFIG) and its permissions"
+                    .into(),
+            }],
+        })?;
+        Self::from_toml(&text, &origin)
+    }
+
+    /// Validates `text`; `origin` names it in messages (a path, or "test").
+    pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        validate::parse(text, origin)
+    }
+}
+
+/// The default config path: `WARDEN_CONFIG`, else `./gateway.toml`.
+pub fn default_path() -> PathBuf {
+    std::env::var_os("WARDEN_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("gateway.toml"))
+}
+
+/// A line and column (both 1-based) in the config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+}
+
+/// One thing wrong with the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (or other origin) it is in.
+    pub origin: String,
+    /// Where in the file, when known.
+    pub location: Option<Location>,
+    /// The key path, e.g. `routes[2].upstream`; empty for the whole file.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(at) = self.location {
+            write!(f, ":{}:{}", at.line, at.column)?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)?;
+        if !self.fix.is_empty() {
+            write!(f, "\n  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every problem found in a config; never empty.
+#[derive(Clone, Debug)]
+pub struct ConfigError {
+    /// The problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{n} problem{} in the configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}

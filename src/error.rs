@@ -1,0 +1,121 @@
+//! Errors that become responses.
+//!
+//! The stack never fails: every error is turned into a response here, with a
+//! stable `error` code, a short description for people, and the request's
+//! execution key. Whose fault it was (client, upstream, gateway) decides the
+//! status, as pingora's errors do.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::body::{self, Body};
+use crate::execution_key::ExecutionKey;
+
+/// What went wrong, as a client-facing code. Each variant has one status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The request is malformed (bad path, `%2F`, `..` above the root, …).
+    BadRequest,
+    /// No route matches the request.
+    NotFound,
+    /// A route matches the path, but not the method.
+    MethodNotAllowed,
+    /// The request body is larger than `max_body_bytes`.
+    PayloadTooLarge,
+    /// The request headers are larger than `max_header_bytes`.
+    HeadersTooLarge,
+    /// The upstream refused or reset the connection, or answered garbage.
+    BadGateway,
+    /// The upstream did not answer within the route's timeout.
+    UpstreamTimeout,
+    /// A bug in the gateway (a caught panic, an impossible state).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status of this error.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
+            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code in the JSON body's `error` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "invalid_request",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::HeadersTooLarge => "request_header_fields_too_large",
+            ErrorCode::BadGateway => "bad_gateway",
+            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::Internal => "internal_error",
+        }
+    }
+}
+
+/// A client-facing error: a code and a description that is safe to show
+/// (it never holds a token, a key or a secret).
+#[derive(Clone, Debug)]
+pub struct GatewayError {
+    code: ErrorCode,
+    description: String,
+}
+
+impl GatewayError {
+    /// An error with `code` and a description for people.
+    pub fn new(code: ErrorCode, description: impl Into<String>) -> Self {
+        Self {
+            code,
+            description: description.into(),
+        }
+    }
+
+    /// The error's code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// Renders the error as the JSON response of SPEC §3:
+    /// `{"error", "error_description", "execution_key"}`.
+    pub fn into_response(self, key: Option<&ExecutionKey>) -> Response<Body> {
+        json_error(
+            self.code.status(),
+            self.code.as_str(),
+            &self.description,
+            key,
+        )
+    }
+}
+
+/// A JSON error response with `error`, `error_description` and `execution_key`.
+/// Shared by every part of the gateway that answers on its own.
+pub fn json_error(
+    status: StatusCode,
+    error: &str,
+    description: &str,
+    key: Option<&ExecutionKey>,
+) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": error,
+        "error_description": description,
+        "execution_key": key.map(ExecutionKey::as_str),
+    });
+    let mut response = Response::new(body::full(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}

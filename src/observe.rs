@@ -1,0 +1,226 @@
+//! The access log and the request metrics, recorded when a response is done.
+//!
+//! [`ObserveLayer`] sits just inside the execution key layer, so it sees every
+//! request, including the ones the gateway answers itself. It counts the
+//! bytes of both bodies and, when the response body ends (or is dropped),
+//! writes one access-log line and updates `warden_requests_total`,
+//! `warden_request_duration_seconds` and `warden_in_flight_requests`.
+//!
+//! It reads, from the response extensions, [`ObservedRoute`] (set by the
+//! router) and [`UpstreamTiming`] (set by the proxy). The path it logs is the
+//! request's path without the query string: queries may carry secrets.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use crate::body::{self, Body, BoxError, ByteCount, Counted};
+use crate::execution_key::ExecutionKey;
+use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+
+/// The route that handled a request, as the observers label it.
+#[derive(Clone, Debug)]
+pub struct ObservedRoute {
+    /// The route's name.
+    pub name: Arc<str>,
+    /// Its metric handles.
+    pub metrics: RouteMetrics,
+}
+
+/// How long the upstream took to send its response head.
+#[derive(Clone, Copy, Debug)]
+pub struct UpstreamTiming(pub Duration);
+
+/// Records the access log and request metrics.
+#[derive(Clone, Debug)]
+pub struct ObserveLayer {
+    metrics: Metrics,
+}
+
+impl ObserveLayer {
+    /// Records into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service made by [`ObserveLayer`].
+#[derive(Clone, Debug)]
+pub struct Observe<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S> Service<Request<Body>> for Observe<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, std::convert::Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        let key = request.extensions().get::<ExecutionKey>().cloned();
+        let method = request.method().clone();
+        let path: Box<str> = request.uri().path().into();
+        let bytes_in = ByteCount::default();
+        let request = request.map(|b| body::boxed(Counted::new(b, bytes_in.clone())));
+        self.metrics.in_flight.inc();
+
+        let span = tracing::info_span!(
+            "request",
+            execution_key = key.as_ref().map_or("", ExecutionKey::as_str)
+        );
+        let metrics = self.metrics.clone();
+        self.inner
+            .call(request)
+            .instrument(span)
+            .map(move |result| {
+                let Ok(response) = result;
+                let (parts, inner) = response.into_parts();
+                let record = Record {
+                    metrics,
+                    started,
+                    key,
+                    method,
+                    path,
+                    status: parts.status,
+                    route: parts.extensions.get::<ObservedRoute>().cloned(),
+                    upstream: parts.extensions.get::<UpstreamTiming>().map(|t| t.0),
+                    bytes_in,
+                    bytes_out: 0,
+                };
+                let body = body::boxed(RecordOnEnd {
+                    inner,
+                    record: Some(record),
+                });
+                Ok(Response::from_parts(parts, body))
+            })
+            .boxed()
+    }
+}
+
+/// What is known about a request by the time its response starts.
+struct Record {
+    metrics: Metrics,
+    started: Instant,
+    key: Option<ExecutionKey>,
+    method: Method,
+    path: Box<str>,
+    status: StatusCode,
+    route: Option<ObservedRoute>,
+    upstream: Option<Duration>,
+    bytes_in: ByteCount,
+    bytes_out: u64,
+}
+
+impl Record {
+    fn finish(self) {
+        let elapsed = self.started.elapsed();
+        let route = self.route.as_ref().map_or(UNMATCHED_ROUTE, |r| &r.name);
+        self.metrics.in_flight.dec();
+        self.metrics.count_request(route, &self.method, self.status);
+        if let Some(observed) = &self.route {
+            observed
+                .metrics
+                .request_duration
+                .observe(elapsed.as_secs_f64());
+            if let Some(upstream) = self.upstream {
+                observed
+                    .metrics
+                    .upstream_duration
+                    .observe(upstream.as_secs_f64());
+            }
+        }
+        tracing::info!(
+            target: "warden::access",
+            execution_key = self.key.as_ref().map_or("", ExecutionKey::as_str),
+            method = %self.method,
+            path = %self.path,
+            route,
+            status = self.status.as_u16(),
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            upstream_ms = self.upstream.map(|u| u.as_secs_f64() * 1000.0),
+            bytes_in = self.bytes_in.get(),
+            bytes_out = self.bytes_out,
+            "request"
+        );
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the request when it ends or is dropped.
+    struct RecordOnEnd {
+        #[pin]
+        inner: Body,
+        record: Option<Record>,
+    }
+
+    impl PinnedDrop for RecordOnEnd {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(record) = this.project().record.take() {
+                record.finish();
+            }
+        }
+    }
+}
+
+impl http_body::Body for RecordOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
+                    record.bytes_out += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(record) = this.record.take() {
+                    record.finish();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,56 @@
+//! `builtin:echo`: an upstream inside the gateway that answers with the
+//! request it received, as JSON (method, path, query, headers, body length),
+//! so a user of the demo sees what a real upstream would get.
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+
+use crate::body::{self, Body, BodyTooLarge};
+use crate::error::{ErrorCode, GatewayError};
+use crate::execution_key::ExecutionKey;
+
+/// Answers `request` with its JSON description.
+pub async fn respond(request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let key = parts.extensions.get::<ExecutionKey>().cloned();
+    let body_length = match body.collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(err) if BodyTooLarge::is_cause_of(&*err) => {
+            return GatewayError::new(ErrorCode::PayloadTooLarge, err.to_string())
+                .into_response(key.as_ref());
+        }
+        Err(_) => {
+            return GatewayError::new(ErrorCode::BadRequest, "the request body could not be read")
+                .into_response(key.as_ref());
+        }
+    };
+    let mut headers = serde_json::Map::new();
+    for name in parts.headers.keys() {
+        let values: Vec<serde_json::Value> = parts
+            .headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+            .collect();
+        let value = if values.len() == 1 {
+            values.into_iter().next().unwrap_or_default()
+        } else {
+            values.into()
+        };
+        headers.insert(name.as_str().to_owned(), value);
+    }
+    let echo = serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query(),
+        "headers": headers,
+        "body_length": body_length,
+    });
+    let mut response = Response::new(body::full(echo.to_string()));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}

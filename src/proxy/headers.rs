@@ -1,0 +1,141 @@
+//! Header policy towards the upstream: hop-by-hop headers out, `X-Forwarded-*` in.
+//!
+//! [`ForwardHeadersLayer`] sits after auth in each route's stack (so a
+//! rejected request is never rewritten) and before the upstream client. It
+//! reads [`ConnectInfo`](crate::server::ConnectInfo) for the client address
+//! and whether the connection was TLS.
+
+use std::task::{Context, Poll};
+
+use http::Request;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use tower::{Layer, Service};
+
+use crate::server::ConnectInfo;
+
+/// RFC 9110 §7.6.1 and the old proxy headers that are hop-by-hop in practice.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes the hop-by-hop headers, including every header `Connection` names.
+/// `Transfer-Encoding` goes too: the next hop frames the body itself.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Applies the header policy to requests on their way upstream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForwardHeadersLayer;
+
+impl<S> Layer<S> for ForwardHeadersLayer {
+    type Service = ForwardHeaders<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ForwardHeaders { inner }
+    }
+}
+
+/// The service made by [`ForwardHeadersLayer`].
+#[derive(Clone, Debug)]
+pub struct ForwardHeaders<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for ForwardHeaders<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let connection = request.extensions().get::<ConnectInfo>().copied();
+        let host = request.headers().get(header::HOST).cloned().or_else(|| {
+            request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let headers = request.headers_mut();
+        remove_hop_by_hop(headers);
+        // The upstream client sets Host from the upstream URL.
+        headers.remove(header::HOST);
+
+        if let Some(info) = connection {
+            let client_ip = info.remote.ip().to_string();
+            let previous: Vec<&str> = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect();
+            let value = if previous.is_empty() {
+                client_ip
+            } else {
+                format!("{}, {client_ip}", previous.join(", "))
+            };
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(X_FORWARDED_FOR.clone(), value);
+            }
+            let proto = if info.tls { "https" } else { "http" };
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        }
+        match host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+        self.inner.call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_named_headers_are_removed_with_the_fixed_list() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close, X-Foo"));
+        headers.insert("x-foo", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-bar", HeaderValue::from_static("kept"));
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<_> = headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-bar"]);
+    }
+}

@@ -1,0 +1,266 @@
+//! The last stage: send the request to the route's upstream and stream the
+//! answer back.
+//!
+//! [`Proxy`] is the innermost service of every route stack. It rewrites the
+//! URI (the normalised path, `strip_prefix`, the upstream's base path), picks
+//! a target round-robin, and sends the request through one pooled
+//! keep-alive [`UpstreamClient`] shared by all routes. Bodies stream both
+//! ways. Failures become responses: refused/reset → 502 `bad_gateway`,
+//! no answer within the route's timeout → 504 `upstream_timeout`, a request
+//! body that grew past `max_body_bytes` while streaming → 413.
+//!
+//! It reads [`ExecutionKey`] from the request extensions and writes
+//! [`UpstreamTiming`] into the response extensions.
+
+mod echo;
+pub mod headers;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::Service;
+
+use crate::body::{self, Body, BodyTooLarge};
+use crate::error::{ErrorCode, GatewayError};
+use crate::execution_key::ExecutionKey;
+use crate::observe::UpstreamTiming;
+
+pub use headers::ForwardHeadersLayer;
+
+/// Where a route's requests go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Upstream {
+    /// The built-in echo upstream.
+    Echo,
+    /// One or more HTTP(S) base URLs, used round-robin.
+    Http(Vec<Uri>),
+}
+
+/// The pooled HTTP/1.1 client (HTTP and HTTPS, rustls with webpki roots)
+/// shared by every route. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct UpstreamClient {
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+}
+
+impl UpstreamClient {
+    /// A client whose connection attempts give up after `connect_timeout`.
+    pub fn new(connect_timeout: Duration) -> Result<Self, rustls::Error> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(connect_timeout));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(
+                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            )?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(https);
+        Ok(Self { client })
+    }
+}
+
+/// The upstream side of one route.
+#[derive(Clone, Debug)]
+pub struct Proxy {
+    inner: Arc<ProxyInner>,
+}
+
+#[derive(Debug)]
+struct ProxyInner {
+    upstream: Upstream,
+    /// `Some(prefix)` when the route strips its prefix.
+    strip_prefix: Option<String>,
+    timeout: Duration,
+    client: UpstreamClient,
+    next: AtomicUsize,
+}
+
+impl Proxy {
+    /// The upstream stage of a route.
+    pub fn new(
+        upstream: Upstream,
+        strip_prefix: Option<String>,
+        timeout: Duration,
+        client: UpstreamClient,
+    ) -> Self {
+        Self {
+            inner: Arc::new(ProxyInner {
+                upstream,
+                strip_prefix,
+                timeout,
+                client,
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+/// The path the upstream sees: the normalised request path without the
+/// route's prefix when it is stripped, always starting with `/`.
+fn upstream_path<'a>(path: &'a str, strip_prefix: Option<&str>) -> &'a str {
+    match strip_prefix {
+        Some("/") | None => path,
+        Some(prefix) => match path.strip_prefix(prefix) {
+            Some("") => "/",
+            Some(rest) if rest.starts_with('/') => rest,
+            _ => path,
+        },
+    }
+}
+
+/// `base` (scheme, authority, optional base path) joined with the request path and query.
+fn target_uri(base: &Uri, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+    let base_path = base.path().trim_end_matches('/');
+    let mut path_and_query =
+        String::with_capacity(base_path.len() + path.len() + 1 + query.map_or(0, str::len));
+    path_and_query.push_str(base_path);
+    path_and_query.push_str(path);
+    if let Some(q) = query {
+        path_and_query.push('?');
+        path_and_query.push_str(q);
+    }
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(base.scheme().cloned().unwrap_or(Scheme::HTTP));
+    parts.authority = base.authority().cloned();
+    parts.path_and_query = Some(PathAndQuery::try_from(path_and_query)?);
+    Ok(Uri::from_parts(parts)?)
+}
+
+impl Service<Request<Body>> for Proxy {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let key = request.extensions().get::<ExecutionKey>().cloned();
+            let path =
+                upstream_path(request.uri().path(), inner.strip_prefix.as_deref()).to_owned();
+            let query = request.uri().query().map(str::to_owned);
+            let targets = match &inner.upstream {
+                Upstream::Echo => {
+                    let uri = target_uri(&Uri::from_static("http://echo"), &path, query.as_deref());
+                    if let Ok(uri) = uri {
+                        *request.uri_mut() = uri;
+                    }
+                    return Ok(echo::respond(request).await);
+                }
+                Upstream::Http(targets) => targets,
+            };
+            let index = inner.next.fetch_add(1, Ordering::Relaxed) % targets.len();
+            let uri = match target_uri(&targets[index], &path, query.as_deref()) {
+                Ok(uri) => uri,
+                Err(_) => {
+                    return Ok(GatewayError::new(
+                        ErrorCode::BadRequest,
+                        "the request path cannot be forwarded",
+                    )
+                    .into_response(key.as_ref()));
+                }
+            };
+            *request.uri_mut() = uri;
+            *request.version_mut() = Version::HTTP_11;
+
+            let started = Instant::now();
+            let sent =
+                tokio::time::timeout(inner.timeout, inner.client.client.request(request)).await;
+            let elapsed = started.elapsed();
+            let response = match sent {
+                Ok(Ok(response)) => response,
+                Ok(Err(err)) if BodyTooLarge::is_cause_of(&err) => {
+                    return Ok(GatewayError::new(
+                        ErrorCode::PayloadTooLarge,
+                        "the request body is larger than the gateway accepts",
+                    )
+                    .into_response(key.as_ref()));
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(error = %error_chain(&err), target = index, "upstream request failed");
+                    let description = if err.is_connect() {
+                        "the upstream could not be reached"
+                    } else {
+                        "the upstream connection failed"
+                    };
+                    let mut response = GatewayError::new(ErrorCode::BadGateway, description)
+                        .into_response(key.as_ref());
+                    response.extensions_mut().insert(UpstreamTiming(elapsed));
+                    return Ok(response);
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        timeout_ms = inner.timeout.as_millis() as u64,
+                        "upstream timed out"
+                    );
+                    let mut response = GatewayError::new(
+                        ErrorCode::UpstreamTimeout,
+                        "the upstream did not answer in time",
+                    )
+                    .into_response(key.as_ref());
+                    response.extensions_mut().insert(UpstreamTiming(elapsed));
+                    return Ok(response);
+                }
+            };
+            let (mut parts, incoming) = response.into_parts();
+            headers::remove_hop_by_hop(&mut parts.headers);
+            parts.extensions.insert(UpstreamTiming(elapsed));
+            Ok(Response::from_parts(parts, body::boxed(incoming)))
+        })
+    }
+}
+
+/// An error and its sources on one line, for the log.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_prefix_keeps_a_leading_slash() {
+        assert_eq!(upstream_path("/orders/12", Some("/orders")), "/12");
+        assert_eq!(upstream_path("/orders", Some("/orders")), "/");
+        assert_eq!(upstream_path("/orders/", Some("/orders")), "/");
+        assert_eq!(upstream_path("/orders/12", None), "/orders/12");
+        assert_eq!(upstream_path("/x", Some("/")), "/x");
+    }
+
+    #[test]
+    fn target_uri_joins_base_path_and_query() {
+        let base = Uri::from_static("http://10.0.0.1:9001/v1/");
+        let uri = target_uri(&base, "/items", Some("a=1")).map(|u| u.to_string());
+        assert_eq!(
+            uri.ok().as_deref(),
+            Some("http://10.0.0.1:9001/v1/items?a=1")
+        );
+    }
+}

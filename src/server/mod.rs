@@ -1,0 +1,271 @@
+//! Listeners, connections and graceful shutdown.
+//!
+//! [`Gateway::bind`] binds both listeners (so a test or a supervisor learns
+//! the real ports before any request), then [`Gateway::serve`] accepts
+//! connections until the shutdown future resolves: it stops accepting, lets
+//! in-flight requests finish for up to `shutdown_grace`, and returns.
+//! Each connection is served by hyper-util's auto builder (HTTP/1.1 and h2c
+//! on one port) with the header limits and the header read timeout.
+
+pub mod admin;
+pub mod limits;
+pub mod stack;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus::Registry;
+use tokio::net::{TcpListener, TcpStream};
+use tower::ServiceExt;
+
+use crate::body;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::proxy::UpstreamClient;
+use crate::router::HttpService;
+use admin::{Admin, Readiness};
+
+/// `[server]`, validated.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// The main listener: routes, login, JWKS.
+    pub listen: SocketAddr,
+    /// The admin listener: health, readiness, metrics.
+    pub admin_listen: SocketAddr,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// The longest any upstream may take to answer (routes may set less).
+    pub request_timeout: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long connecting to an upstream may take.
+    pub connect_timeout: Duration,
+    /// The largest request header section accepted (431 above).
+    pub max_header_bytes: usize,
+    /// The largest request body accepted (413 above).
+    pub max_body_bytes: u64,
+    /// Reuse a valid inbound `X-Execution-Key`.
+    pub trust_execution_key_header: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            shutdown_grace: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            trust_execution_key_header: false,
+        }
+    }
+}
+
+/// Facts about the connection a request came on, in the request extensions.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The listener's address.
+    pub local: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The metrics could not be registered (a name clash in the registry).
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// The TLS client for upstreams could not be built.
+    #[error("cannot set up TLS for upstreams: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// A gateway with its listeners bound, ready to serve.
+#[derive(Debug)]
+pub struct Gateway {
+    settings: ServerSettings,
+    listener: TcpListener,
+    admin_listener: TcpListener,
+    service: HttpService,
+    admin: Admin,
+}
+
+impl Gateway {
+    /// Builds the stacks from `config`, registers metrics into `registry`,
+    /// and binds both listeners.
+    pub async fn bind(config: Config, registry: Registry) -> Result<Gateway, StartError> {
+        let metrics = Metrics::new(registry)?;
+        let client = UpstreamClient::new(config.server.connect_timeout)?;
+        let service = stack::build(&config, &metrics, &client);
+        let readiness = Readiness::default();
+        let settings = config.server.clone();
+        let listener =
+            TcpListener::bind(settings.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    what: "server.listen",
+                    addr: settings.listen,
+                    source,
+                })?;
+        let admin_listener = TcpListener::bind(settings.admin_listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                what: "server.admin_listen",
+                addr: settings.admin_listen,
+                source,
+            })?;
+        Ok(Gateway {
+            settings,
+            listener,
+            admin_listener,
+            service,
+            admin: Admin::new(metrics, readiness),
+        })
+    }
+
+    /// The bound address of the main listener.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The bound address of the admin listener.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin_listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains for up to `shutdown_grace`.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let builder = Arc::new(connection_builder(&self.settings));
+        let graceful = GracefulShutdown::new();
+        let local = self.local_addr().ok();
+        let admin = self.admin.clone();
+        tracing::info!(
+            listen = %display_addr(local),
+            admin_listen = %display_addr(self.admin_addr().ok()),
+            "listening"
+        );
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => {
+                    let Some((stream, remote)) = accepted_or_log(accepted).await else { continue };
+                    let info = ConnectInfo { remote, local: local.unwrap_or(remote), tls: false };
+                    let service = self.service.clone().map_request(move |request: Request<Incoming>| {
+                        let mut request = request.map(body::boxed);
+                        request.extensions_mut().insert(info);
+                        request
+                    });
+                    serve_connection(&builder, &graceful, stream, TowerToHyperService::new(service));
+                }
+                accepted = self.admin_listener.accept() => {
+                    let Some((stream, _)) = accepted_or_log(accepted).await else { continue };
+                    let admin = admin.clone();
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let admin = admin.clone();
+                        async move { admin.handle(request).await }
+                    });
+                    serve_connection(&builder, &graceful, stream, service);
+                }
+            }
+        }
+        drop(self.listener);
+        drop(self.admin_listener);
+        let open = graceful.count();
+        tracing::info!(
+            open_connections = open,
+            grace_ms = self.settings.shutdown_grace.as_millis() as u64,
+            "shutting down: no new connections; draining in-flight requests"
+        );
+        match tokio::time::timeout(self.settings.shutdown_grace, graceful.shutdown()).await {
+            Ok(()) => tracing::info!("all connections drained"),
+            Err(_) => {
+                tracing::warn!("shutdown grace period over; closing the remaining connections")
+            }
+        }
+    }
+}
+
+fn display_addr(addr: Option<SocketAddr>) -> String {
+    addr.map_or_else(|| "?".into(), |a| a.to_string())
+}
+
+fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        // hyper refuses buffers under 8 KiB; the limits layer enforces smaller limits exactly.
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// Logs an accept error and backs off briefly, so a full file table
+/// (EMFILE) does not turn into a busy loop.
+async fn accepted_or_log(
+    accepted: std::io::Result<(TcpStream, SocketAddr)>,
+) -> Option<(TcpStream, SocketAddr)> {
+    match accepted {
+        Ok((stream, remote)) => {
+            let _ = stream.set_nodelay(true);
+            Some((stream, remote))
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            None
+        }
+    }
+}
+
+fn serve_connection<S>(
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    stream: TcpStream,
+    service: S,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = builder.clone();
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        if let Err(err) = watcher.watch(connection).await {
+            tracing::debug!(error = %err, "connection ended with an error");
+        }
+    });
+}

@@ -1,0 +1,86 @@
+//! The composition root: the one place that knows the order of the layers.
+//!
+//! Read top to bottom, outermost first. The shared stack runs for every
+//! request; behind the router each route has its own stack, built here once
+//! (at start-up, and again on reload), never per request.
+
+use std::any::Any;
+
+use http::Response;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, ServiceBuilder};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::auth::JwtAuthLayer;
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::{ErrorCode, GatewayError};
+use crate::execution_key::ExecutionKeyLayer;
+use crate::metrics::Metrics;
+use crate::observe::{ObserveLayer, ObservedRoute};
+use crate::proxy::{ForwardHeadersLayer, Proxy, UpstreamClient};
+use crate::router::{HttpService, RouteEntry, Router};
+use crate::routes::{AuthMode, RouteSettings, RouteTable};
+use crate::server::limits::RequestLimitsLayer;
+
+/// Builds the service that answers client requests.
+pub fn build(config: &Config, metrics: &Metrics, client: &UpstreamClient) -> HttpService {
+    let routes = config
+        .routes
+        .iter()
+        .map(|route| {
+            let entry = RouteEntry {
+                observed: ObservedRoute {
+                    name: route.name.as_str().into(),
+                    metrics: metrics.for_route(&route.name),
+                },
+                service: route_stack(route, client),
+            };
+            (route.key.clone(), entry)
+        })
+        .collect();
+    let router = Router::new(RouteTable::new(routes));
+
+    let service = ServiceBuilder::new()
+        // Outermost, so every response carries the key, rejections included.
+        .layer(ExecutionKeyLayer::new(
+            config.server.trust_execution_key_header,
+        ))
+        // Sees every request, so the access log and metrics count rejections too.
+        .layer(ObserveLayer::new(metrics.clone()))
+        // tower-http's catch-panic boxes into its own body type; back into ours.
+        .map_response(|response: Response<_>| response.map(crate::body::boxed))
+        // Inside the observers: a panic becomes a 500 that is logged and counted.
+        .layer(CatchPanicLayer::custom(panic_response))
+        // Cheap size checks before any path parsing or crypto.
+        .layer(RequestLimitsLayer::new(
+            config.server.max_header_bytes,
+            config.server.max_body_bytes,
+        ))
+        .service(router);
+    BoxCloneSyncService::new(service)
+}
+
+/// One route's stack: auth, then the header policy, then the upstream.
+fn route_stack(route: &RouteSettings, client: &UpstreamClient) -> HttpService {
+    let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
+    let proxy = Proxy::new(route.upstream.clone(), strip, route.timeout, client.clone());
+    let forward = ServiceBuilder::new()
+        // Only requests that passed auth are rewritten and forwarded.
+        .layer(ForwardHeadersLayer)
+        .service(proxy);
+    match route.auth {
+        // 401/403 before anything reaches the upstream.
+        AuthMode::Jwt => BoxCloneSyncService::new(JwtAuthLayer.layer(forward)),
+        AuthMode::None => BoxCloneSyncService::new(forward),
+    }
+}
+
+fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("a request handler panicked; answered 500");
+    GatewayError::new(
+        ErrorCode::Internal,
+        "the gateway failed to handle this request",
+    )
+    .into_response(None)
+}
