@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod execution_key;
@@ -28,3 +29,10 @@ pub mod telemetry;
 
 pub use config::Config;
 pub use server::Gateway;
+
+/// Installs aws-lc-rs as the process-wide crypto provider of rustls and
+/// jsonwebtoken (one provider everywhere). Safe to call more than once.
+pub fn install_crypto_providers() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+}

@@ -23,6 +23,25 @@ enum Command {
     Run(ConfigArg),
     /// Validate a config file and print every problem in it.
     Check(ConfigArg),
+    /// Check one compact JWS's signature and print its header and payload
+    /// (exit 0 valid, 1 not).
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("keys").required(true).args(["jwks", "key"])))]
+struct VerifyArgs {
+    /// A JWKS file holding the key.
+    #[arg(long)]
+    jwks: Option<PathBuf>,
+    /// A key file: public PEM/JWK, private PEM, or the HS secret.
+    #[arg(long, requires = "alg")]
+    key: Option<PathBuf>,
+    /// The key's algorithm (with --key).
+    #[arg(long)]
+    alg: Option<String>,
+    /// The token.
+    token: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -40,6 +59,32 @@ fn main() -> ExitCode {
     {
         Command::Run(args) => run(args),
         Command::Check(args) => check(args),
+        Command::Verify(args) => verify(args),
+    }
+}
+
+fn verify(args: VerifyArgs) -> ExitCode {
+    let with = match (&args.jwks, &args.key, &args.alg) {
+        (Some(jwks), _, _) => warden::cli::VerifyWith::Jwks(jwks),
+        (None, Some(key), Some(alg)) => warden::cli::VerifyWith::Key(key, alg),
+        _ => {
+            eprintln!("warden verify: give --jwks FILE, or --key FILE with --alg ALG");
+            return ExitCode::from(2);
+        }
+    };
+    match warden::cli::verify(&args.token, with) {
+        Ok(report) => {
+            print!("{}", report.output);
+            if report.valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(err) => {
+            eprintln!("warden verify: {err}");
+            ExitCode::from(1)
+        }
     }
 }
 

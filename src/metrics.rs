@@ -22,6 +22,12 @@ pub struct Metrics {
     upstream_duration: HistogramVec,
     /// Requests being handled now.
     pub in_flight: IntGauge,
+    /// `warden_auth_decisions_total{route,decision,reason}`.
+    pub auth_decisions: IntCounterVec,
+    /// `warden_token_cache_requests_total{result}`.
+    pub token_cache_requests: IntCounterVec,
+    /// `warden_jwks_refresh_total{issuer,result}`.
+    pub jwks_refresh: IntCounterVec,
 }
 
 /// The `route` label of requests no route matched.
@@ -54,6 +60,30 @@ impl Metrics {
             &["route"],
         )?;
         let in_flight = IntGauge::new("warden_in_flight_requests", "Requests being handled now.")?;
+        let auth_decisions = IntCounterVec::new(
+            Opts::new(
+                "warden_auth_decisions_total",
+                "Token checks on jwt routes, by route, decision (allow/deny) and reason.",
+            ),
+            &["route", "decision", "reason"],
+        )?;
+        let token_cache_requests = IntCounterVec::new(
+            Opts::new(
+                "warden_token_cache_requests_total",
+                "Lookups in the verified-token cache, by result (hit/miss).",
+            ),
+            &["result"],
+        )?;
+        let jwks_refresh = IntCounterVec::new(
+            Opts::new(
+                "warden_jwks_refresh_total",
+                "JWKS fetches of trusted issuers, by issuer and result (ok/error).",
+            ),
+            &["issuer", "result"],
+        )?;
+        registry.register(Box::new(auth_decisions.clone()))?;
+        registry.register(Box::new(token_cache_requests.clone()))?;
+        registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(requests_total.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -68,6 +98,9 @@ impl Metrics {
             request_duration,
             upstream_duration,
             in_flight,
+            auth_decisions,
+            token_cache_requests,
+            jwks_refresh,
         })
     }
 

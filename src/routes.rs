@@ -156,6 +156,10 @@ pub struct RouteSettings {
     pub timeout: std::time::Duration,
     /// Whether a token is required.
     pub auth: AuthMode,
+    /// What a token must hold to use the route.
+    pub authz: crate::auth::RouteAuthz,
+    /// Claims towards the upstream; the client's token kept or not.
+    pub forward: crate::auth::forward::ForwardSettings,
 }
 
 /// What a route is matched on.

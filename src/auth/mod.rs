@@ -1,58 +1,426 @@
-//! Authentication of requests on `auth = "jwt"` routes.
+//! Authentication and authorization of requests on `auth = "jwt"` routes.
 //!
-//! Token validation is not wired in yet: until it is, [`JwtAuthLayer`] fails
-//! closed and answers every request with 401, so a route that asks for a
-//! token can never be reached without one.
+//! - [`keys`]: the gateway's own key material;
+//! - [`jwks`]: trusted issuers and their remote key sets;
+//! - [`jwt`]: the pure verification function;
+//! - [`scopes`]: what a route requires of a verified token;
+//! - [`forward`]: claims towards the upstream, the token away from it.
+//!
+//! [`JwtAuthLayer`] sits first in a route's stack: nothing reaches the header
+//! policy or the upstream without passing it. It reads the one
+//! `Authorization: Bearer` header, verifies the token through the shared
+//! [`Authenticator`] (which caches verified tokens), checks the route's
+//! scopes and claims, and puts the [`Principal`] (as `Arc<Principal>`) into
+//! the request extensions. Rejections follow RFC 6750 (SPEC §4): 401
+//! without an error code for a missing token, 400 `invalid_request` for two
+//! `Authorization` headers, 401 `invalid_token` for a bad token, 403
+//! `insufficient_scope` for a token that may not use the route; each carries
+//! the execution key and a reason code that metrics count.
 
+pub mod forward;
+pub mod jwks;
+pub mod jwt;
+pub mod keys;
+pub mod scopes;
+
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::future::{Ready, ready};
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use crate::body::Body;
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
+use crate::metrics::Metrics;
+use crate::router::HttpService;
+pub use jwt::{Principal, Reason, Rejection};
+pub use scopes::RouteAuthz;
 
-/// Requires a valid token; for now, refuses every request.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct JwtAuthLayer;
+/// `[validation]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationSettings {
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// Longer tokens are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// Entries in the verified-token cache.
+    pub cache_entries: u64,
+}
 
-impl<S> Layer<S> for JwtAuthLayer {
-    type Service = JwtAuth<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        JwtAuth { _inner: inner }
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        Self {
+            leeway: Duration::from_secs(30),
+            max_token_bytes: 8192,
+            cache_entries: 100_000,
+        }
     }
 }
 
-/// The service made by [`JwtAuthLayer`].
-#[derive(Clone, Debug)]
-pub struct JwtAuth<S> {
-    _inner: S,
+/// The longest a verified token stays cached (less if it expires sooner),
+/// so a key removed from a JWKS stops working within this time.
+const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Seconds since the epoch, now.
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-impl<S, B> Service<Request<B>> for JwtAuth<S> {
-    type Response = Response<Body>;
-    type Error = std::convert::Infallible;
-    type Future = Ready<Result<Response<Body>, Self::Error>>;
+struct CacheExpiry;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+impl moka::Expiry<[u8; 32], Arc<Principal>> for CacheExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Principal>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let remaining = u64::try_from(value.exp.saturating_sub(unix_now())).unwrap_or(0);
+        Some(Duration::from_secs(remaining).min(MAX_CACHE_LIFETIME))
+    }
+}
+
+/// Verifies tokens against the gateway's keys and its trusted issuers,
+/// with a cache of verified tokens. Shared by every route.
+pub struct Authenticator {
+    own: Arc<jwt::KeySet>,
+    issuers: Vec<Arc<jwks::TrustedIssuer>>,
+    cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+    leeway: i64,
+    max_token_bytes: usize,
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("own_keys", &self.own.len())
+            .field("issuers", &self.issuers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator over `own` keys and `issuers`.
+    pub fn new(
+        own: jwt::KeySet,
+        issuers: Vec<Arc<jwks::TrustedIssuer>>,
+        settings: &ValidationSettings,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            own: Arc::new(own),
+            issuers,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(settings.cache_entries)
+                .expire_after(CacheExpiry)
+                .build(),
+            leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
+            max_token_bytes: settings.max_token_bytes,
+            cache_hit: metrics.token_cache_requests.with_label_values(&["hit"]),
+            cache_miss: metrics.token_cache_requests.with_label_values(&["miss"]),
+        }
     }
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let key = request.extensions().get::<ExecutionKey>();
-        let mut response = json_error(
+    /// The trusted issuers, for their refresh tasks.
+    pub fn issuers(&self) -> &[Arc<jwks::TrustedIssuer>] {
+        &self.issuers
+    }
+
+    fn verify_now(&self, token: &str) -> Result<Principal, (Rejection, jwt::Unverified)> {
+        let guards: Vec<_> = self.issuers.iter().map(|i| i.keys()).collect();
+        let mut sets: Vec<&jwt::KeySet> = Vec::with_capacity(1 + guards.len());
+        sets.push(&self.own);
+        sets.extend(guards.iter().map(|g| &***g));
+        jwt::verify(token, &sets, unix_now(), self.leeway)
+    }
+
+    /// The trusted issuer a token with an unknown `kid` claims to be from.
+    fn issuer_to_refetch(
+        &self,
+        unverified: &jwt::Unverified,
+    ) -> Option<(Arc<jwks::TrustedIssuer>, String)> {
+        let iss = unverified.iss.as_deref()?;
+        let kid = unverified.kid.clone()?;
+        for issuer in &self.issuers {
+            if issuer.iss() == iss {
+                return Some((issuer.clone(), kid));
+            }
+        }
+        None
+    }
+
+    /// Verifies `token` (cache first). An unknown `kid` of a trusted issuer
+    /// may trigger one refetch of its JWKS, then one more try.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
+        if token.len() > self.max_token_bytes {
+            return Err(Rejection {
+                reason: Reason::TokenTooLarge,
+                description: "token too large",
+            });
+        }
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut cache_key = [0u8; 32];
+        cache_key.copy_from_slice(digest.as_ref());
+        if let Some(principal) = self.cache.get(&cache_key) {
+            self.cache_hit.inc();
+            principal.check_time(unix_now(), self.leeway)?;
+            return Ok(principal);
+        }
+        self.cache_miss.inc();
+        let verified = match self.verify_now(token) {
+            Err((rejection, unverified)) if rejection.reason == Reason::UnknownKid => {
+                match self.issuer_to_refetch(&unverified) {
+                    Some((issuer, kid)) if issuer.refetch_for_unknown_kid(&kid).await => {
+                        self.verify_now(token).map_err(|(r, _)| r)
+                    }
+                    _ => Err(rejection),
+                }
+            }
+            other => other.map_err(|(r, _)| r),
+        };
+        let principal = Arc::new(verified?);
+        self.cache.insert(cache_key, principal.clone());
+        Ok(principal)
+    }
+}
+
+/// The token in the request, or why there is none usable.
+fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let missing = Rejection {
+        reason: Reason::MissingToken,
+        description: "a bearer token is required",
+    };
+    let Some(value) = values.next() else {
+        return Err(missing);
+    };
+    if values.next().is_some() {
+        return Err(Rejection {
+            reason: Reason::DuplicateAuthorization,
+            description: "more than one Authorization header",
+        });
+    }
+    let malformed = Rejection {
+        reason: Reason::Malformed,
+        description: "malformed Authorization header",
+    };
+    let text = value.to_str().map_err(|_| malformed)?;
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(missing);
+    }
+    let token = rest.trim_start_matches(' ');
+    if token.is_empty() {
+        return Err(missing);
+    }
+    Ok(token)
+}
+
+/// The RFC 6750 answer to a rejection.
+pub fn rejection_response(
+    rejection: Rejection,
+    needed_scope: Option<&str>,
+    key: Option<&ExecutionKey>,
+) -> Response<Body> {
+    let (status, error, challenge) = match rejection.reason {
+        Reason::MissingToken => (
+            StatusCode::UNAUTHORIZED,
+            "missing_token",
+            "Bearer realm=\"warden\"".to_owned(),
+        ),
+        Reason::DuplicateAuthorization => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Bearer realm=\"warden\", error=\"invalid_request\"".to_owned(),
+        ),
+        Reason::InsufficientScope | Reason::ClaimMismatch => {
+            let mut challenge = "Bearer realm=\"warden\", error=\"insufficient_scope\"".to_owned();
+            if let Some(scope) = needed_scope.filter(|s| !s.is_empty()) {
+                challenge.push_str(&format!(", scope=\"{scope}\""));
+            }
+            (StatusCode::FORBIDDEN, "insufficient_scope", challenge)
+        }
+        Reason::Malformed
+        | Reason::TokenTooLarge
+        | Reason::AlgNotAllowed
+        | Reason::UnknownKid
+        | Reason::CritUnsupported
+        | Reason::SignatureInvalid
+        | Reason::TokenExpired
+        | Reason::TokenNotYetValid
+        | Reason::IssuerMismatch
+        | Reason::AudienceMismatch
+        | Reason::TokenRevoked => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",
-            "token validation is not available in this build",
-            key,
+            format!(
+                "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"{}\"",
+                rejection.description
+            ),
+        ),
+    };
+    let mut response = json_error(status, error, rejection.description, key);
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// Requires a valid token with the route's scopes and claims.
+#[derive(Clone, Debug)]
+pub struct JwtAuthLayer {
+    authenticator: Arc<Authenticator>,
+    authz: Arc<RouteAuthz>,
+    route: Arc<str>,
+    metrics: Metrics,
+}
+
+impl JwtAuthLayer {
+    /// The layer for one route.
+    pub fn new(
+        authenticator: Arc<Authenticator>,
+        authz: RouteAuthz,
+        route: &str,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            authenticator,
+            authz: Arc::new(authz),
+            route: route.into(),
+            metrics,
+        }
+    }
+}
+
+impl JwtAuthLayer {
+    fn count(&self, decision: &str, reason: &str) {
+        self.metrics
+            .auth_decisions
+            .with_label_values(&[&*self.route, decision, reason])
+            .inc();
+    }
+}
+
+impl Layer<HttpService> for JwtAuthLayer {
+    type Service = JwtAuth;
+
+    fn layer(&self, inner: HttpService) -> Self::Service {
+        JwtAuth {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service made by [`JwtAuthLayer`], in front of a route's boxed stack.
+#[derive(Clone, Debug)]
+pub struct JwtAuth {
+    inner: HttpService,
+    layer: JwtAuthLayer,
+}
+
+impl Service<Request<Body>> for JwtAuth {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let layer = self.layer.clone();
+        Box::pin(async move {
+            let key = request.extensions().get::<ExecutionKey>().cloned();
+            let verified = match bearer_token(request.headers()) {
+                Ok(token) => layer.authenticator.authenticate(token).await,
+                Err(rejection) => Err(rejection),
+            };
+            let principal = match verified {
+                Ok(principal) => principal,
+                Err(rejection) => {
+                    layer.count("deny", rejection.reason.as_str());
+                    tracing::info!(reason = rejection.reason.as_str(), "token rejected");
+                    return Ok(rejection_response(rejection, None, key.as_ref()));
+                }
+            };
+            if let Err(denied) = layer.authz.check(&principal, request.method()) {
+                layer.count("deny", denied.reason.as_str());
+                tracing::info!(
+                    reason = denied.reason.as_str(),
+                    "token lacks what the route requires"
+                );
+                let description = match denied.reason {
+                    Reason::ClaimMismatch => "a required claim is missing or not allowed",
+                    _ => "the token lacks a required scope",
+                };
+                let rejection = Rejection {
+                    reason: denied.reason,
+                    description,
+                };
+                return Ok(rejection_response(
+                    rejection,
+                    Some(&denied.needed),
+                    key.as_ref(),
+                ));
+            }
+            layer.count("allow", "ok");
+            request.extensions_mut().insert(principal);
+            inner.call(request).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&'static str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(header::AUTHORIZATION, HeaderValue::from_static(v));
+        }
+        map
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_single() {
+        assert_eq!(bearer_token(&headers(&["Bearer abc"])), Ok("abc"));
+        assert_eq!(
+            bearer_token(&HeaderMap::from_iter([(
+                header::AUTHORIZATION,
+                HeaderValue::from_bytes(b"Bearer \xff").unwrap_or(HeaderValue::from_static("x"))
+            )]))
+            .map_err(|r| r.reason),
+            Err(Reason::Malformed)
         );
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"warden\""),
+        assert_eq!(bearer_token(&headers(&["bEaReR   abc"])), Ok("abc"));
+        let reason = |h: &[&'static str]| {
+            bearer_token(&headers(h))
+                .map(str::to_owned)
+                .map_err(|r| r.reason)
+        };
+        assert_eq!(reason(&[]), Err(Reason::MissingToken));
+        assert_eq!(reason(&["Basic dXNlcjpwYXNz"]), Err(Reason::MissingToken));
+        assert_eq!(reason(&["Bearer"]), Err(Reason::MissingToken));
+        assert_eq!(reason(&["Bearer  "]), Err(Reason::MissingToken));
+        assert_eq!(reason(&["Bearer a b"]), Ok("a b".to_owned()));
+        assert_eq!(
+            reason(&["Bearer a", "Bearer b"]),
+            Err(Reason::DuplicateAuthorization)
         );
-        ready(Ok(response))
     }
 }

@@ -4,6 +4,8 @@
 //! here (durations and addresses are strings); `validate.rs` turns them into
 //! typed settings and reports what is wrong with them.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,4 +48,49 @@ pub(crate) struct RouteFile {
     pub strip_prefix: Option<bool>,
     pub timeout: Option<String>,
     pub auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub method_scopes: Option<BTreeMap<String, Vec<String>>>,
+    pub require_claims: Option<BTreeMap<String, Vec<String>>>,
+    pub forward_claims: Option<BTreeMap<String, String>>,
+    pub forward_authorization: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct KeyFile {
+    pub kid: String,
+    pub alg: String,
+    pub private_key_file: Option<String>,
+    pub public_key_file: Option<String>,
+    pub secret_env: Option<String>,
+    pub secret_file: Option<String>,
+    pub generate: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssuerFile {
+    pub iss: Option<String>,
+    pub aud: Option<Vec<String>>,
+    pub signing_kid: Option<String>,
+    pub ttl: Option<String>,
+    pub max_ttl: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ValidationFile {
+    pub leeway: Option<String>,
+    pub max_token_bytes: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrustedIssuerFile {
+    pub iss: String,
+    pub jwks_url: String,
+    pub aud: Vec<String>,
+    pub algs: Vec<String>,
+    pub refresh: Option<String>,
+    pub ca_file: Option<String>,
 }

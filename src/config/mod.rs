@@ -16,7 +16,12 @@ mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::auth::ValidationSettings;
+use crate::auth::jwks::TrustedIssuerSettings;
+use crate::auth::keys::LoadedKey;
 use crate::routes::RouteSettings;
 use crate::server::ServerSettings;
 use crate::telemetry::LogSettings;
@@ -30,12 +35,21 @@ pub struct Config {
     pub server: ServerSettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[[keys]]`, loaded.
+    pub keys: Vec<Arc<LoadedKey>>,
+    /// `[issuer]`: what the gateway's own tokens carry.
+    pub issuer: Option<IssuerSettings>,
+    /// `[validation]`.
+    pub validation: ValidationSettings,
+    /// `[[trusted_issuers]]`.
+    pub trusted_issuers: Vec<TrustedIssuerSettings>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteSettings>,
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`; relative paths in it start at
+    /// the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
@@ -48,13 +62,30 @@ impl Config {
                     .into(),
             }],
         })?;
-        Self::from_toml(&text, &origin)
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate::parse(&text, &origin, base)
     }
 
-    /// Validates `text`; `origin` names it in messages (a path, or "test").
+    /// Validates `text`; `origin` names it in messages (a path, or "test");
+    /// relative paths in it start at the current directory.
     pub fn from_toml(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        validate::parse(text, origin)
+        validate::parse(text, origin, Path::new("."))
     }
+}
+
+/// `[issuer]`, validated: the gateway's own tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerSettings {
+    /// `iss` of the gateway's tokens, and required of tokens its keys verify.
+    pub iss: String,
+    /// `aud` of its tokens; tokens its keys verify must hold one of them.
+    pub audiences: Vec<String>,
+    /// The key that signs issued tokens.
+    pub signing_kid: Option<String>,
+    /// The default lifetime of issued tokens.
+    pub ttl: Duration,
+    /// The longest lifetime of issued tokens.
+    pub max_ttl: Duration,
 }
 
 /// The default config path: `WARDEN_CONFIG`, else `./gateway.toml`.

@@ -1,6 +1,8 @@
 //! From the parsed file to typed settings, collecting every problem.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Uri};
@@ -8,8 +10,18 @@ use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
-use super::file::{LogFile, OneOrMany, RouteFile, ServerFile};
-use super::{Config, ConfigError, Location, Problem};
+use super::file::{
+    IssuerFile, KeyFile, LogFile, OneOrMany, RouteFile, ServerFile, TrustedIssuerFile,
+    ValidationFile,
+};
+use super::{Config, ConfigError, IssuerSettings, Location, Problem};
+use crate::auth::ValidationSettings;
+use crate::auth::forward::ForwardSettings;
+use crate::auth::jwks::TrustedIssuerSettings;
+use crate::auth::keys::{
+    self, KeySettings, KeySource, LoadedKey, SUPPORTED_ALGORITHMS, parse_algorithm,
+};
+use crate::auth::scopes::RouteAuthz;
 use crate::proxy::Upstream;
 use crate::routes::{AuthMode, RouteKey, RouteSettings, normalize_path};
 use crate::server::ServerSettings;
@@ -59,6 +71,8 @@ impl KeyPath {
 /// Collects problems and knows how to place them in the file.
 struct Report<'a> {
     origin: &'a str,
+    /// Relative paths in the file start here.
+    base: &'a Path,
     text: &'a str,
     root: Option<DeValue<'a>>,
     problems: Vec<Problem>,
@@ -139,12 +153,17 @@ impl<'a> Report<'a> {
 struct Sections {
     server: ServerFile,
     log: LogFile,
+    keys: Vec<(usize, KeyFile)>,
+    issuer: Option<IssuerFile>,
+    validation: ValidationFile,
+    trusted_issuers: Vec<(usize, TrustedIssuerFile)>,
     routes: Vec<(usize, RouteFile)>,
 }
 
-pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
     let mut report = Report {
         origin,
+        base,
         text,
         root: None,
         problems: Vec::new(),
@@ -178,7 +197,33 @@ pub(super) fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
     }
 }
 
-const SECTIONS: &str = "server, log, routes";
+const SECTIONS: &str = "server, log, keys, issuer, validation, trusted_issuers, routes";
+
+/// Deserializes every element of an array of tables (`[[name]]`).
+fn array_section<'a, T: DeserializeOwned>(
+    report: &mut Report<'a>,
+    name: &'static str,
+    value: &Spanned<DeValue<'a>>,
+) -> Vec<(usize, T)> {
+    let path = KeyPath::default().key(name);
+    let fix = format!("see docs/configuration.md#{}", name.replace('_', "-"));
+    let mut items = Vec::new();
+    match value.get_ref() {
+        DeValue::Array(elements) => {
+            for (i, element) in elements.iter().enumerate() {
+                if let Some(item) = report.section(&path.index(i), element, &fix) {
+                    items.push((i, item));
+                }
+            }
+        }
+        _ => report.problem(
+            &path,
+            format!("`{name}` must be an array of tables"),
+            format!("write each entry as a [[{name}]] table"),
+        ),
+    }
+    items
+}
 
 fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
     let mut sections = Sections::default();
@@ -196,22 +241,21 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
                     sections.log = s;
                 }
             }
-            "routes" => {
-                let path = KeyPath::default().key("routes");
-                match value.get_ref() {
-                    DeValue::Array(items) => {
-                        for (i, item) in items.iter().enumerate() {
-                            let fix = "see docs/configuration.md#routes";
-                            if let Some(route) = report.section(&path.index(i), item, fix) {
-                                sections.routes.push((i, route));
-                            }
-                        }
-                    }
-                    _ => report.problem(
-                        &path,
-                        "`routes` must be an array of tables",
-                        "write each route as a [[routes]] table",
-                    ),
+            "routes" => sections.routes = array_section(report, "routes", value),
+            "keys" => sections.keys = array_section(report, "keys", value),
+            "trusted_issuers" => {
+                sections.trusted_issuers = array_section(report, "trusted_issuers", value);
+            }
+            "issuer" => {
+                let path = KeyPath::default().key("issuer");
+                sections.issuer = report.section(&path, value, "see docs/configuration.md#issuer");
+            }
+            "validation" => {
+                let path = KeyPath::default().key("validation");
+                if let Some(v) =
+                    report.section(&path, value, "see docs/configuration.md#validation")
+                {
+                    sections.validation = v;
                 }
             }
             other => {
@@ -234,13 +278,340 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
 fn build(report: &mut Report<'_>, sections: Sections) -> Config {
     let server = build_server(report, sections.server);
     let log = build_log(report, sections.log);
+    let keys = build_keys(report, sections.keys);
+    let issuer = build_issuer(report, sections.issuer, &keys);
+    let validation = build_validation(report, sections.validation);
+    let trusted_issuers = build_trusted_issuers(report, sections.trusted_issuers);
     let routes = build_routes(report, sections.routes, &server);
+    let verifiers = keys.len() + trusted_issuers.len();
+    let unverifiable = routes
+        .iter()
+        .position(|r| r.auth == AuthMode::Jwt)
+        .filter(|_| verifiers == 0);
+    if let Some(index) = unverifiable {
+        report.problem(
+            &KeyPath::default().key("routes").index(index).key("auth"),
+            format!("route {:?} requires a token, but no key could verify one", routes[index].name),
+            "add a [[keys]] entry or a [[trusted_issuers]] entry, or set auth = \"none\" for a public route",
+        );
+    }
     Config {
         origin: report.origin.to_owned(),
         server,
         log,
+        keys,
+        issuer,
+        validation,
+        trusted_issuers,
         routes,
     }
+}
+
+fn resolve(report: &Report<'_>, path: &str) -> PathBuf {
+    let path = Path::new(path);
+    if path.is_absolute() {
+        path.to_owned()
+    } else {
+        report.base.join(path)
+    }
+}
+
+fn build_keys(report: &mut Report<'_>, files: Vec<(usize, KeyFile)>) -> Vec<Arc<LoadedKey>> {
+    let mut loaded: Vec<Arc<LoadedKey>> = Vec::new();
+    for (index, file) in files {
+        let path = KeyPath::default().key("keys").index(index);
+        if file.kid.is_empty() || file.kid.len() > 128 || file.kid.chars().any(char::is_control) {
+            report.problem(
+                &path.key("kid"),
+                "must be 1-128 printable characters",
+                "give the key a short id, e.g. \"main-es256\"",
+            );
+            continue;
+        }
+        if loaded.iter().any(|k| k.kid == file.kid) {
+            report.problem(
+                &path.key("kid"),
+                format!("duplicate kid {:?}", file.kid),
+                "give every key its own kid: tokens select their key by it",
+            );
+            continue;
+        }
+        let Some(alg) = parse_algorithm(&file.alg) else {
+            report.problem(
+                &path.key("alg"),
+                format!("{:?} is not a supported algorithm", file.alg),
+                format!("use one of {SUPPORTED_ALGORITHMS}"),
+            );
+            continue;
+        };
+        let mut sources = Vec::new();
+        if let Some(p) = &file.private_key_file {
+            sources.push(KeySource::PrivateFile(resolve(report, p)));
+        }
+        if let Some(p) = &file.public_key_file {
+            sources.push(KeySource::PublicFile(resolve(report, p)));
+        }
+        if let Some(var) = &file.secret_env {
+            sources.push(KeySource::SecretEnv(var.clone()));
+        }
+        if let Some(p) = &file.secret_file {
+            sources.push(KeySource::SecretFile(resolve(report, p)));
+        }
+        if file.generate == Some(true) {
+            sources.push(KeySource::Generate);
+        }
+        if sources.len() != 1 {
+            report.problem(
+                &path,
+                format!("key {:?} needs exactly one source, found {}", file.kid, sources.len()),
+                "set one of private_key_file, public_key_file, secret_env, secret_file or generate = true",
+            );
+            continue;
+        }
+        let source = sources.remove(0);
+        let settings = KeySettings {
+            kid: file.kid.clone(),
+            alg,
+            source,
+        };
+        match keys::load(&settings) {
+            Ok(key) => loaded.push(Arc::new(key)),
+            Err(err) => report.problem(&path, err.message, err.fix),
+        }
+    }
+    loaded
+}
+
+fn build_issuer(
+    report: &mut Report<'_>,
+    file: Option<IssuerFile>,
+    keys: &[Arc<LoadedKey>],
+) -> Option<IssuerSettings> {
+    let base = KeyPath::default().key("issuer");
+    let Some(file) = file else {
+        if !keys.is_empty() {
+            report.problem(
+                &KeyPath::default().key("keys"),
+                "[[keys]] are configured but [issuer] is missing",
+                "add [issuer] with iss and aud: tokens verified with these keys must carry them",
+            );
+        }
+        return None;
+    };
+    let iss = file.iss.unwrap_or_default();
+    if iss.is_empty() {
+        report.problem(
+            &base.key("iss"),
+            "is required",
+            "set the issuer name, e.g. iss = \"https://gateway.example.com\"",
+        );
+    }
+    let audiences = file.aud.unwrap_or_default();
+    if audiences.is_empty() || audiences.iter().any(String::is_empty) {
+        report.problem(
+            &base.key("aud"),
+            "must list at least one non-empty audience",
+            "e.g. aud = [\"warden\"]",
+        );
+    }
+    if let Some(kid) = &file.signing_kid {
+        match keys.iter().find(|k| &k.kid == kid) {
+            Some(key) if key.encoding.is_some() => {}
+            Some(_) => report.problem(
+                &base.key("signing_kid"),
+                format!("key {kid:?} cannot sign: it is a public key"),
+                "point signing_kid at a key with private_key_file, a secret, or generate = true",
+            ),
+            None => report.problem(
+                &base.key("signing_kid"),
+                format!("no [[keys]] entry has kid {kid:?}"),
+                "use the kid of one of the [[keys]] entries",
+            ),
+        }
+    }
+    let ttl = duration(
+        report,
+        &base.key("ttl"),
+        file.ttl.as_deref(),
+        Duration::from_secs(15 * 60),
+    );
+    let max_ttl = duration(
+        report,
+        &base.key("max_ttl"),
+        file.max_ttl.as_deref(),
+        Duration::from_secs(3600),
+    );
+    if ttl > max_ttl {
+        report.problem(
+            &base.key("ttl"),
+            "is longer than max_ttl",
+            "shorten ttl or raise max_ttl",
+        );
+    }
+    Some(IssuerSettings {
+        iss,
+        audiences,
+        signing_kid: file.signing_kid,
+        ttl,
+        max_ttl,
+    })
+}
+
+fn build_validation(report: &mut Report<'_>, file: ValidationFile) -> ValidationSettings {
+    let base = KeyPath::default().key("validation");
+    let defaults = ValidationSettings::default();
+    let leeway = match file.leeway.as_deref() {
+        Some("0s" | "0") => Duration::ZERO,
+        other => duration(report, &base.key("leeway"), other, defaults.leeway),
+    };
+    if leeway > Duration::from_secs(300) {
+        report.problem(
+            &base.key("leeway"),
+            "is longer than 5 minutes",
+            "clock skew beyond a minute means a clock is wrong; use e.g. \"30s\"",
+        );
+    }
+    let max_token_bytes = file
+        .max_token_bytes
+        .unwrap_or(defaults.max_token_bytes as u64);
+    if !(256..=65536).contains(&max_token_bytes) {
+        report.problem(
+            &base.key("max_token_bytes"),
+            format!("{max_token_bytes} is outside 256..=65536"),
+            "use e.g. 8192",
+        );
+    }
+    ValidationSettings {
+        leeway,
+        max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
+        cache_entries: defaults.cache_entries,
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn build_trusted_issuers(
+    report: &mut Report<'_>,
+    files: Vec<(usize, TrustedIssuerFile)>,
+) -> Vec<TrustedIssuerSettings> {
+    let mut issuers: Vec<TrustedIssuerSettings> = Vec::new();
+    for (index, file) in files {
+        let path = KeyPath::default().key("trusted_issuers").index(index);
+        let before = report.problems.len();
+        if file.iss.is_empty() {
+            report.problem(
+                &path.key("iss"),
+                "must not be empty",
+                "give the issuer's iss exactly as its tokens carry it",
+            );
+        }
+        if issuers.iter().any(|i| i.iss == file.iss) {
+            report.problem(
+                &path.key("iss"),
+                format!("issuer {:?} is listed twice", file.iss),
+                "merge the two entries",
+            );
+        }
+        let jwks_url = match file.jwks_url.parse::<Uri>() {
+            Ok(uri) => {
+                let host = uri.host().unwrap_or_default();
+                match uri.scheme_str() {
+                    Some("https") if !host.is_empty() => Some(uri),
+                    Some("http") if is_loopback_host(host) => Some(uri),
+                    Some("http") => {
+                        report.problem(
+                            &path.key("jwks_url"),
+                            "plain http:// is allowed only to a loopback address",
+                            "use the provider's https:// JWKS URL",
+                        );
+                        None
+                    }
+                    _ => {
+                        report.problem(
+                            &path.key("jwks_url"),
+                            format!("{:?} is not an https URL", file.jwks_url),
+                            "use the provider's https:// JWKS URL",
+                        );
+                        None
+                    }
+                }
+            }
+            Err(_) => {
+                report.problem(
+                    &path.key("jwks_url"),
+                    format!("{:?} is not a URL", file.jwks_url),
+                    "use the provider's https:// JWKS URL",
+                );
+                None
+            }
+        };
+        if file.aud.is_empty() || file.aud.iter().any(String::is_empty) {
+            report.problem(
+                &path.key("aud"),
+                "must list at least one non-empty audience",
+                "list the audiences this gateway accepts, e.g. aud = [\"orders-api\"]",
+            );
+        }
+        let mut algs = Vec::new();
+        for name in &file.algs {
+            match parse_algorithm(name) {
+                Some(alg) if keys::is_hmac(alg) => report.problem(
+                    &path.key("algs"),
+                    format!("{name} needs a shared secret, which a JWKS never carries"),
+                    "trusted issuers use asymmetric algorithms: RS*, PS*, ES256, ES384, EdDSA",
+                ),
+                Some(alg) => algs.push(alg),
+                None => report.problem(
+                    &path.key("algs"),
+                    format!("{name:?} is not a supported algorithm"),
+                    format!("use some of {SUPPORTED_ALGORITHMS}"),
+                ),
+            }
+        }
+        if file.algs.is_empty() {
+            report.problem(
+                &path.key("algs"),
+                "must list at least one algorithm",
+                "e.g. algs = [\"RS256\"]",
+            );
+        }
+        let refresh = duration(
+            report,
+            &path.key("refresh"),
+            file.refresh.as_deref(),
+            Duration::from_secs(600),
+        );
+        let ca_file = file.ca_file.as_deref().map(|p| resolve(report, p));
+        if let Some(ca) = &ca_file
+            && !ca.is_file()
+        {
+            report.problem(
+                &path.key("ca_file"),
+                format!("{} is not a readable file", ca.display()),
+                "give the PEM file of the provider's CA",
+            );
+        }
+        if report.problems.len() != before {
+            continue;
+        }
+        if let Some(jwks_url) = jwks_url {
+            issuers.push(TrustedIssuerSettings {
+                iss: file.iss,
+                jwks_url,
+                audiences: file.aud,
+                algs,
+                refresh,
+                ca_file,
+            });
+        }
+    }
+    issuers
 }
 
 fn duration(
@@ -483,7 +854,7 @@ fn build_route(
         None
     });
 
-    let methods = file.methods.map(|list| {
+    let methods = file.methods.as_ref().map(|list| {
         list.iter()
             .filter_map(|m| {
                 let valid = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
@@ -509,7 +880,7 @@ fn build_route(
         );
     }
 
-    let host = file.host.map(|h| h.to_ascii_lowercase());
+    let host = file.host.as_ref().map(|h| h.to_ascii_lowercase());
     if let Some(h) = &host {
         let valid = !h.is_empty()
             && h.len() <= 253
@@ -524,6 +895,8 @@ fn build_route(
         }
     }
 
+    let authz = build_authz(report, path, &file);
+    let forward = build_forward(report, path, &file);
     let upstream = build_upstream(report, &path.key("upstream"), file.upstream);
 
     let timeout = duration(
@@ -561,7 +934,113 @@ fn build_route(
         strip_prefix: file.strip_prefix.unwrap_or(false),
         timeout,
         auth,
+        authz,
+        forward,
     })
+}
+
+fn is_scope_token(scope: &str) -> bool {
+    // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b))
+}
+
+fn build_authz(report: &mut Report<'_>, path: &KeyPath, file: &RouteFile) -> RouteAuthz {
+    let check_scopes = |report: &mut Report<'_>, key: KeyPath, scopes: &[String]| {
+        for scope in scopes {
+            if !is_scope_token(scope) {
+                report.problem(
+                    &key,
+                    format!("{scope:?} is not a scope"),
+                    "a scope is one word of printable ASCII, without spaces, quotes or backslashes",
+                );
+            }
+        }
+    };
+    let scopes = file.scopes.clone().unwrap_or_default();
+    check_scopes(report, path.key("scopes"), &scopes);
+    let mut method_scopes = Vec::new();
+    for (method, list) in file.method_scopes.iter().flatten() {
+        check_scopes(report, path.key("method_scopes"), list);
+        match Method::from_bytes(method.as_bytes()) {
+            Ok(m) if method.bytes().all(|b| b.is_ascii_uppercase()) => {
+                method_scopes.push((m, list.clone()))
+            }
+            _ => report.problem(
+                &path.key("method_scopes"),
+                format!("{method:?} is not an HTTP method"),
+                "use upper-case method names such as POST",
+            ),
+        }
+    }
+    let require_claims: Vec<(String, Vec<String>)> = file
+        .require_claims
+        .iter()
+        .flatten()
+        .map(|(claim, values)| (claim.clone(), values.clone()))
+        .collect();
+    if require_claims.iter().any(|(_, values)| values.is_empty()) {
+        report.problem(
+            &path.key("require_claims"),
+            "a claim lists no allowed value, so no token could pass",
+            "list the allowed values, e.g. { tenant = [\"acme\"] }",
+        );
+    }
+    let has_rules = !scopes.is_empty() || !method_scopes.is_empty() || !require_claims.is_empty();
+    if has_rules && file.auth.as_deref() == Some("none") {
+        report.problem(
+            &path.key("auth"),
+            "is \"none\", but the route sets scopes or required claims, which need a token",
+            "remove the scopes, or set auth = \"jwt\"",
+        );
+    }
+    RouteAuthz {
+        scopes,
+        method_scopes,
+        require_claims,
+    }
+}
+
+fn build_forward(report: &mut Report<'_>, path: &KeyPath, file: &RouteFile) -> ForwardSettings {
+    let mut claims = Vec::new();
+    for (name, claim) in file.forward_claims.iter().flatten() {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) if !is_reserved_header(&header) => claims.push((header, claim.clone())),
+            Ok(_) => report.problem(
+                &path.key("forward_claims"),
+                format!("{name:?} is a header the gateway sets itself"),
+                "forward the claim in a header of its own, e.g. \"X-User-Id\"",
+            ),
+            Err(_) => report.problem(
+                &path.key("forward_claims"),
+                format!("{name:?} is not a header name"),
+                "use a header name such as \"X-User-Id\"",
+            ),
+        }
+    }
+    ForwardSettings {
+        claims,
+        authorization: file.forward_authorization.unwrap_or(false),
+    }
+}
+
+fn is_reserved_header(name: &http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "host"
+            | "authorization"
+            | "connection"
+            | "content-length"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "x-execution-key"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+    )
 }
 
 fn build_upstream(report: &mut Report<'_>, path: &KeyPath, file: OneOrMany) -> Option<Upstream> {

@@ -26,6 +26,7 @@ use prometheus::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use crate::auth::Authenticator;
 use crate::body;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -102,6 +103,14 @@ pub enum StartError {
     /// The TLS client for upstreams could not be built.
     #[error("cannot set up TLS for upstreams: {0}")]
     Tls(#[from] rustls::Error),
+    /// A trusted issuer's JWKS client could not be built.
+    #[error("trusted issuer {iss}: {reason}")]
+    Issuer {
+        /// The issuer.
+        iss: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A gateway with its listeners bound, ready to serve.
@@ -112,16 +121,69 @@ pub struct Gateway {
     admin_listener: TcpListener,
     service: HttpService,
     admin: Admin,
+    /// Background tasks (JWKS refresh) that end with the gateway.
+    background: Vec<tokio::task::AbortHandle>,
+}
+
+/// The gateway's own keys (with `[issuer]`'s policy) and its trusted issuers.
+fn build_authenticator(
+    config: &Config,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Result<Authenticator, StartError> {
+    use crate::auth::jwt::{IssuerPolicy, KeySet, VerifyingKey};
+    let own = match &config.issuer {
+        Some(issuer) => {
+            let policy = Arc::new(IssuerPolicy {
+                iss: issuer.iss.clone(),
+                audiences: issuer.audiences.clone(),
+            });
+            config
+                .keys
+                .iter()
+                .map(|key| VerifyingKey {
+                    kid: Some(key.kid.clone()),
+                    alg: key.alg,
+                    key: key.decoding.clone(),
+                    issuer: policy.clone(),
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let issuers = config
+        .trusted_issuers
+        .iter()
+        .map(|settings| {
+            crate::auth::jwks::TrustedIssuer::new(
+                settings.clone(),
+                &metrics.jwks_refresh,
+                readiness.clone(),
+            )
+            .map_err(|err| StartError::Issuer {
+                iss: settings.iss.clone(),
+                reason: err.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Authenticator::new(
+        KeySet::new(own),
+        issuers,
+        &config.validation,
+        metrics,
+    ))
 }
 
 impl Gateway {
     /// Builds the stacks from `config`, registers metrics into `registry`,
     /// and binds both listeners.
     pub async fn bind(config: Config, registry: Registry) -> Result<Gateway, StartError> {
+        crate::install_crypto_providers();
         let metrics = Metrics::new(registry)?;
         let client = UpstreamClient::new(config.server.connect_timeout)?;
-        let service = stack::build(&config, &metrics, &client);
         let readiness = Readiness::default();
+        let authenticator = Arc::new(build_authenticator(&config, &metrics, &readiness)?);
+        let service = stack::build(&config, &metrics, &client, &authenticator);
         let settings = config.server.clone();
         let listener =
             TcpListener::bind(settings.listen)
@@ -138,12 +200,24 @@ impl Gateway {
                 addr: settings.admin_listen,
                 source,
             })?;
+        for key in config.keys.iter().filter(|k| k.ephemeral) {
+            tracing::warn!(
+                kid = %key.kid,
+                "key generated at start-up: tokens it signs stop verifying when the gateway restarts (demo only)"
+            );
+        }
+        let background = authenticator
+            .issuers()
+            .iter()
+            .map(|issuer| issuer.spawn_refresh().abort_handle())
+            .collect();
         Ok(Gateway {
             settings,
             listener,
             admin_listener,
             service,
             admin: Admin::new(metrics, readiness),
+            background,
         })
     }
 
@@ -206,6 +280,9 @@ impl Gateway {
             Err(_) => {
                 tracing::warn!("shutdown grace period over; closing the remaining connections")
             }
+        }
+        for task in &self.background {
+            task.abort();
         }
     }
 }

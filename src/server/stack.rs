@@ -11,7 +11,10 @@ use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::auth::JwtAuthLayer;
+use std::sync::Arc;
+
+use crate::auth::forward::ForwardClaimsLayer;
+use crate::auth::{Authenticator, JwtAuthLayer};
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{ErrorCode, GatewayError};
@@ -24,7 +27,12 @@ use crate::routes::{AuthMode, RouteSettings, RouteTable};
 use crate::server::limits::RequestLimitsLayer;
 
 /// Builds the service that answers client requests.
-pub fn build(config: &Config, metrics: &Metrics, client: &UpstreamClient) -> HttpService {
+pub fn build(
+    config: &Config,
+    metrics: &Metrics,
+    client: &UpstreamClient,
+    authenticator: &Arc<Authenticator>,
+) -> HttpService {
     let routes = config
         .routes
         .iter()
@@ -34,7 +42,7 @@ pub fn build(config: &Config, metrics: &Metrics, client: &UpstreamClient) -> Htt
                     name: route.name.as_str().into(),
                     metrics: metrics.for_route(&route.name),
                 },
-                service: route_stack(route, client),
+                service: route_stack(route, metrics, client, authenticator),
             };
             (route.key.clone(), entry)
         })
@@ -62,16 +70,32 @@ pub fn build(config: &Config, metrics: &Metrics, client: &UpstreamClient) -> Htt
 }
 
 /// One route's stack: auth, then the header policy, then the upstream.
-fn route_stack(route: &RouteSettings, client: &UpstreamClient) -> HttpService {
+fn route_stack(
+    route: &RouteSettings,
+    metrics: &Metrics,
+    client: &UpstreamClient,
+    authenticator: &Arc<Authenticator>,
+) -> HttpService {
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
     let proxy = Proxy::new(route.upstream.clone(), strip, route.timeout, client.clone());
     let forward = ServiceBuilder::new()
-        // Only requests that passed auth are rewritten and forwarded.
+        // On every route, public ones too: client-sent copies of forwarded
+        // claim headers go, and the client's token unless the route keeps it.
+        .layer(ForwardClaimsLayer::new(route.forward.clone()))
+        // Hop-by-hop headers out, X-Forwarded-* in.
         .layer(ForwardHeadersLayer)
         .service(proxy);
     match route.auth {
-        // 401/403 before anything reaches the upstream.
-        AuthMode::Jwt => BoxCloneSyncService::new(JwtAuthLayer.layer(forward)),
+        // 401/403 before anything is rewritten or reaches the upstream.
+        AuthMode::Jwt => BoxCloneSyncService::new(
+            JwtAuthLayer::new(
+                authenticator.clone(),
+                route.authz.clone(),
+                &route.name,
+                metrics.clone(),
+            )
+            .layer(BoxCloneSyncService::new(forward)),
+        ),
         AuthMode::None => BoxCloneSyncService::new(forward),
     }
 }
