@@ -119,3 +119,74 @@ pub fn json_error(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
+
+/// Turns a panic in the inner service into a 500 that carries the request's
+/// execution key, so it is answered, logged and counted like any error.
+/// (tower-http's `CatchPanicLayer` cannot see the request when it answers.)
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CatchPanicLayer;
+
+impl<S> tower::Layer<S> for CatchPanicLayer {
+    type Service = CatchPanic<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CatchPanic { inner }
+    }
+}
+
+/// The service made by [`CatchPanicLayer`].
+#[derive(Clone, Debug)]
+pub struct CatchPanic<S> {
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for CatchPanic<S>
+where
+    S: tower::Service<
+            http::Request<B>,
+            Response = Response<Body>,
+            Error = std::convert::Infallible,
+        >,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = std::convert::Infallible;
+    type Future =
+        futures_util::future::BoxFuture<'static, Result<Response<Body>, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use futures_util::FutureExt;
+        use std::panic::AssertUnwindSafe;
+        let key = request.extensions().get::<ExecutionKey>().cloned();
+        let panicked = move |key: Option<ExecutionKey>| {
+            tracing::error!("a request handler panicked; answered 500");
+            GatewayError::new(
+                ErrorCode::Internal,
+                "the gateway failed to handle this request",
+            )
+            .into_response(key.as_ref())
+        };
+        // A panic while building the future, or while polling it.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
+            Ok(future) => AssertUnwindSafe(future)
+                .catch_unwind()
+                .map(move |result| {
+                    Ok(result
+                        .unwrap_or_else(|_| Ok(panicked(key)))
+                        .unwrap_or_else(|never| match never {}))
+                })
+                .boxed(),
+            Err(_) => {
+                let response = panicked(key);
+                async move { Ok(response) }.boxed()
+            }
+        }
+    }
+}

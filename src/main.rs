@@ -13,6 +13,9 @@ use warden::{Config, Gateway};
     about = "An API gateway that guards services with JWTs"
 )]
 struct Cli {
+    /// The config file [default: $WARDEN_CONFIG or ./gateway.toml]
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -20,9 +23,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (the default).
-    Run(ConfigArg),
+    Run,
     /// Validate a config file and print every problem in it.
-    Check(ConfigArg),
+    Check,
     /// Check one compact JWS's signature and print its header and payload
     /// (exit 0 valid, 1 not).
     Verify(VerifyArgs),
@@ -44,21 +47,12 @@ struct VerifyArgs {
     token: String,
 }
 
-#[derive(Debug, clap::Args)]
-struct ConfigArg {
-    /// The config file [default: $WARDEN_CONFIG or ./gateway.toml]
-    #[arg(long, short)]
-    config: Option<PathBuf>,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli
-        .command
-        .unwrap_or(Command::Run(ConfigArg { config: None }))
-    {
-        Command::Run(args) => run(args),
-        Command::Check(args) => check(args),
+    let config = cli.config;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Run => run(config),
+        Command::Check => check(config),
         Command::Verify(args) => verify(args),
     }
 }
@@ -88,11 +82,8 @@ fn verify(args: VerifyArgs) -> ExitCode {
     }
 }
 
-fn load(args: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(warden::config::default_path);
+fn load(config: Option<PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
+    let path = config.unwrap_or_else(warden::config::default_path);
     match Config::load(&path) {
         Ok(config) => Ok((path, config)),
         Err(err) => {
@@ -102,8 +93,8 @@ fn load(args: &ConfigArg) -> Result<(PathBuf, Config), ExitCode> {
     }
 }
 
-fn check(args: ConfigArg) -> ExitCode {
-    match load(&args) {
+fn check(config: Option<PathBuf>) -> ExitCode {
+    match load(config) {
         Ok((path, config)) => {
             println!("{}: ok ({} routes)", path.display(), config.routes.len());
             ExitCode::SUCCESS
@@ -112,13 +103,14 @@ fn check(args: ConfigArg) -> ExitCode {
     }
 }
 
-fn run(args: ConfigArg) -> ExitCode {
+fn run(config: Option<PathBuf>) -> ExitCode {
     // The config is validated in full before any port is bound.
-    let (_, config) = match load(&args) {
+    let (_, config) = match load(config) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
     warden::telemetry::init(&config.log);
+    warden::install_crypto_providers();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -89,7 +89,16 @@ impl Service<Request<Body>> for Router {
             Err(err) => return refuse(GatewayError::new(ErrorCode::BadRequest, err.to_string())),
         };
         let rewritten = match &path {
-            Cow::Owned(normal) => with_path(request.uri(), normal),
+            Cow::Owned(normal) => match with_path(request.uri(), normal) {
+                Some(uri) => Some(uri),
+                // Never forward a path other than the one that was matched.
+                None => {
+                    return refuse(GatewayError::new(
+                        ErrorCode::BadRequest,
+                        "the path cannot be normalised",
+                    ));
+                }
+            },
             Cow::Borrowed(_) => None,
         };
         let found = match self

@@ -674,10 +674,13 @@ fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerSettings {
         file.admin_listen.as_deref(),
         "127.0.0.1:9090",
     );
-    if listen == admin_listen && listen.port() != 0 {
+    let same_ip = listen.ip() == admin_listen.ip()
+        || listen.ip().is_unspecified()
+        || admin_listen.ip().is_unspecified();
+    if same_ip && listen.port() == admin_listen.port() && listen.port() != 0 {
         report.problem(
             &base.key("admin_listen"),
-            format!("is the same address as server.listen ({listen})"),
+            format!("{admin_listen} overlaps server.listen ({listen})"),
             "give the admin listener its own port, e.g. admin_listen = \"127.0.0.1:9090\"",
         );
     }
@@ -736,7 +739,7 @@ fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerSettings {
 fn build_log(report: &mut Report<'_>, file: LogFile) -> LogSettings {
     let base = KeyPath::default().key("log");
     let level = file.level.unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+    if !is_log_filter(&level) {
         report.problem(
             &base.key("level"),
             format!("{level:?} is not a log level or filter"),
@@ -756,6 +759,22 @@ fn build_log(report: &mut Report<'_>, file: LogFile) -> LogSettings {
         }
     };
     LogSettings { level, format }
+}
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A level, or an `EnvFilter` whose every directive ends in a level: a bare
+/// word that is not a level (`"warning"`) would silently filter everything.
+fn is_log_filter(filter: &str) -> bool {
+    let level_ok = |level: &str| LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str());
+    !filter.trim().is_empty()
+        && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
+        && filter
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && level_ok(level.trim()),
+                None => level_ok(directive.trim()),
+            })
 }
 
 fn is_route_name(name: &str) -> bool {
@@ -809,6 +828,11 @@ fn build_routes(
     routes
 }
 
+/// RFC 3986 `pchar` bytes and `/`: what a request path can hold.
+fn is_path_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b)
+}
+
 fn methods_overlap(a: &Option<Vec<Method>>, b: &Option<Vec<Method>>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) => a.iter().any(|m| b.contains(m)),
@@ -829,13 +853,19 @@ fn build_route(
             format!("{:?} is not a valid route name", file.name),
             "use 1-64 characters of letters, digits, '-', '_' and '.'",
         );
+    } else if file.name == crate::metrics::UNMATCHED_ROUTE {
+        report.problem(
+            &path.key("name"),
+            "\"none\" is the route label of unmatched requests",
+            "give the route another name",
+        );
     }
 
     let prefix = file.path_prefix.as_str();
     // A prefix must already be in normal form: otherwise it could never match
     // a normalised request path, or would match one the author did not mean.
     let path_prefix = match normalize_path(prefix) {
-        Ok(normal) if normal == prefix && !prefix.contains(['?', '#']) => {
+        Ok(normal) if normal == prefix && prefix.bytes().all(is_path_byte) => {
             let trimmed = prefix.trim_end_matches('/');
             Some(if trimmed.is_empty() {
                 "/".to_owned()
@@ -849,7 +879,7 @@ fn build_route(
         report.problem(
             &path.key("path_prefix"),
             format!("{prefix:?} is not a normalised absolute path"),
-            "start it with '/', without '.', '..', '//', percent-escapes, '?' or '#', e.g. \"/orders\"",
+            "start it with '/', without '.' or '..' segments, '//', '?', '#', spaces or escapes of plain characters (write %7E as ~), e.g. \"/orders\"",
         );
         None
     });
@@ -904,8 +934,14 @@ fn build_route(
         &path.key("timeout"),
         file.timeout.as_deref(),
         server.request_timeout,
-    )
-    .min(server.request_timeout);
+    );
+    if timeout > server.request_timeout {
+        report.problem(
+            &path.key("timeout"),
+            "is longer than server.request_timeout, which caps every route",
+            "shorten the route's timeout or raise server.request_timeout",
+        );
+    }
 
     let auth = match file.auth.as_deref() {
         None | Some("jwt") => AuthMode::Jwt,
@@ -1094,7 +1130,9 @@ fn parse_upstream_url(text: &str) -> Result<Uri, &'static str> {
         return Err("it has no host");
     }
     if authority.as_str().contains('@') {
-        return Err("credentials in the URL are not allowed (use [credentials])");
+        return Err(
+            "credentials in the URL are not allowed: they would reach logs and every target",
+        );
     }
     if uri.query().is_some() {
         return Err("it has a query string");
@@ -1125,7 +1163,7 @@ mod tests {
         let found = problems(text);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
-            found[0].starts_with("gw.toml:3:16: server.admin_listen: is the same address"),
+            found[0].starts_with("gw.toml:3:16: server.admin_listen: 127.0.0.1:8080 overlaps server.listen (127.0.0.1:8080)"),
             "{}",
             found[0]
         );

@@ -4,20 +4,15 @@
 //! request; behind the router each route has its own stack, built here once
 //! (at start-up, and again on reload), never per request.
 
-use std::any::Any;
-
-use http::Response;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder};
-use tower_http::catch_panic::CatchPanicLayer;
 
 use std::sync::Arc;
 
 use crate::auth::forward::ForwardClaimsLayer;
 use crate::auth::{Authenticator, JwtAuthLayer};
-use crate::body::Body;
 use crate::config::Config;
-use crate::error::{ErrorCode, GatewayError};
+use crate::error::CatchPanicLayer;
 use crate::execution_key::ExecutionKeyLayer;
 use crate::metrics::Metrics;
 use crate::observe::{ObserveLayer, ObservedRoute};
@@ -56,10 +51,8 @@ pub fn build(
         ))
         // Sees every request, so the access log and metrics count rejections too.
         .layer(ObserveLayer::new(metrics.clone()))
-        // tower-http's catch-panic boxes into its own body type; back into ours.
-        .map_response(|response: Response<_>| response.map(crate::body::boxed))
         // Inside the observers: a panic becomes a 500 that is logged and counted.
-        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(CatchPanicLayer)
         // Cheap size checks before any path parsing or crypto.
         .layer(RequestLimitsLayer::new(
             config.server.max_header_bytes,
@@ -98,13 +91,4 @@ fn route_stack(
         ),
         AuthMode::None => BoxCloneSyncService::new(forward),
     }
-}
-
-fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response<Body> {
-    tracing::error!("a request handler panicked; answered 500");
-    GatewayError::new(
-        ErrorCode::Internal,
-        "the gateway failed to handle this request",
-    )
-    .into_response(None)
 }
