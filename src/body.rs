@@ -67,6 +67,36 @@ impl BodyTooLarge {
     }
 }
 
+/// Reading a whole body failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The body is larger than allowed.
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The body stream failed.
+    #[error("the body could not be read")]
+    Failed,
+}
+
+/// Reads a whole body of at most `max` bytes into memory.
+pub async fn read_to_limit<B>(body: B, max: usize) -> Result<Bytes, ReadError>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut buffer = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| ReadError::Failed)?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > max {
+                return Err(ReadError::TooLarge(max));
+            }
+            buffer.extend_from_slice(&data);
+        }
+    }
+    Ok(buffer.freeze())
+}
+
 pin_project_lite::pin_project! {
     /// A request body that fails with [`BodyTooLarge`] once more than `limit`
     /// bytes have passed, whether or not a `Content-Length` announced them

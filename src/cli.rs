@@ -124,3 +124,112 @@ pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String>
     };
     Ok(VerifyReport { valid, output })
 }
+
+/// A new random API key and the config line with its SHA-256.
+pub fn gen_api_key() -> Result<(String, String), String> {
+    use aws_lc_rs::rand::SecureRandom;
+    use base64::Engine;
+    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(bytes.as_mut())
+        .map_err(|_| "the system's random source failed".to_owned())?;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((key, format!("key_sha256 = \"{hex}\"")))
+}
+
+/// What `warden keygen` made.
+#[derive(Debug)]
+pub enum Generated {
+    /// A private key written to this file (PKCS#8 PEM, mode 0600).
+    KeyFile(std::path::PathBuf),
+    /// An HS secret (printable, its ASCII bytes are the key).
+    Secret(zeroize::Zeroizing<String>),
+}
+
+/// Makes a new key for `alg`: asymmetric keys go to `out` as PKCS#8 PEM
+/// (never over an existing file); HS secrets are returned to print, or
+/// written to `out` for `secret_file`.
+pub fn keygen(alg: &str, out: Option<&Path>) -> Result<Generated, String> {
+    use base64::Engine;
+    let alg = parse_algorithm(alg).ok_or_else(|| {
+        format!("{alg:?} is not a supported algorithm; use one of {SUPPORTED_ALGORITHMS}")
+    })?;
+    let der = keys::generate_der(alg).map_err(|e| e.to_string())?;
+    let text = if keys::is_hmac(alg) {
+        // 64 random bytes as base64url: 86 printable bytes, more than any HS hash needs.
+        zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*der))
+    } else {
+        keys::pkcs8_pem(&der)
+    };
+    match out {
+        None if keys::is_hmac(alg) => Ok(Generated::Secret(text)),
+        None => Err("give --out FILE for the private key".into()),
+        Some(path) => {
+            write_private_file(path, text.as_bytes())?;
+            Ok(Generated::KeyFile(path.to_owned()))
+        }
+    }
+}
+
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            format!(
+                "cannot create {} (it must not exist yet): {e}",
+                path.display()
+            )
+        })?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Signs a token offline with the config's signing key (`warden token`).
+pub fn token(
+    config: &crate::Config,
+    sub: &str,
+    scope: &str,
+    ttl: Option<std::time::Duration>,
+) -> Result<String, String> {
+    crate::install_crypto_providers();
+    let settings = config.issuer.as_ref().ok_or("the config has no [issuer]")?;
+    let kid = settings
+        .signing_kid
+        .as_ref()
+        .ok_or("the config has no issuer.signing_kid")?;
+    let key = config
+        .keys
+        .iter()
+        .find(|k| &k.kid == kid)
+        .ok_or_else(|| format!("no [[keys]] entry has kid {kid:?}"))?;
+    if key.ephemeral {
+        eprintln!(
+            "warning: key {kid:?} is generated at start-up, so a running gateway holds another key and will refuse this token"
+        );
+    }
+    let issuer =
+        crate::auth::issue::TokenIssuer::new(settings, key).ok_or("the signing key cannot sign")?;
+    let scopes: Vec<String> = scope.split_ascii_whitespace().map(str::to_owned).collect();
+    let grant = crate::auth::issue::Grant {
+        sub,
+        scopes: &scopes,
+        ttl,
+        ..Default::default()
+    };
+    issuer
+        .issue(&grant)
+        .map(|issued| issued.token)
+        .map_err(|e| e.to_string())
+}

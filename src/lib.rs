@@ -13,6 +13,7 @@
 //! [`config::Config`] is parsed once into typed settings;
 //! [`server::Gateway`] binds and serves it.
 
+pub mod audit;
 pub mod auth;
 pub mod body;
 pub mod cli;

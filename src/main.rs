@@ -26,6 +26,32 @@ enum Command {
     Run,
     /// Validate a config file and print every problem in it.
     Check,
+    /// Read a password from stdin (no echo on a terminal) and print its
+    /// argon2id PHC string for `password_argon2`.
+    HashPassword,
+    /// Print a new random API key and the `key_sha256` line for the config.
+    GenApiKey,
+    /// Write a new private key (PKCS#8 PEM); for HS algorithms print a random secret.
+    Keygen {
+        /// ES256, ES384, EdDSA, RS256, PS256, ..., or HS256/384/512.
+        #[arg(long)]
+        alg: String,
+        /// Where to write the key (never over an existing file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign a token offline with the config's signing key.
+    Token {
+        /// The token's subject.
+        #[arg(long)]
+        sub: String,
+        /// Space-separated scopes.
+        #[arg(long, default_value = "")]
+        scope: String,
+        /// Lifetime (default issuer.ttl; at most issuer.max_ttl), e.g. "5m".
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<std::time::Duration>,
+    },
     /// Check one compact JWS's signature and print its header and payload
     /// (exit 0 valid, 1 not).
     Verify(VerifyArgs),
@@ -54,6 +80,74 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::Check => check(config),
         Command::Verify(args) => verify(args),
+        Command::HashPassword => hash_password(),
+        Command::GenApiKey => match warden::cli::gen_api_key() {
+            Ok((key, line)) => {
+                println!("api key (give it to the client; it is not stored): {key}");
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err),
+        },
+        Command::Keygen { alg, out } => match warden::cli::keygen(&alg, out.as_deref()) {
+            Ok(warden::cli::Generated::KeyFile(path)) => {
+                println!("wrote {} (mode 0600)", path.display());
+                ExitCode::SUCCESS
+            }
+            Ok(warden::cli::Generated::Secret(secret)) => {
+                println!("{}", &*secret);
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err),
+        },
+        Command::Token { sub, scope, ttl } => {
+            let (_, config) = match load(config) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            match warden::cli::token(&config, &sub, &scope, ttl) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(&err),
+            }
+        }
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("warden: {message}");
+    ExitCode::from(1)
+}
+
+fn hash_password() -> ExitCode {
+    use std::io::IsTerminal;
+    let password = if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("password: ");
+        let second = rpassword::prompt_password("again: ");
+        match (first, second) {
+            (Ok(a), Ok(b)) if a == b => zeroize::Zeroizing::new(a),
+            (Ok(_), Ok(_)) => return fail("the passwords differ"),
+            _ => return fail("cannot read the password"),
+        }
+    } else {
+        let mut line = String::new();
+        if std::io::stdin().read_line(&mut line).is_err() {
+            return fail("cannot read the password from stdin");
+        }
+        let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+        zeroize::Zeroizing::new(trimmed)
+    };
+    if password.is_empty() {
+        return fail("the password is empty");
+    }
+    match warden::auth::login::hash_password(password.as_bytes()) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
     }
 }
 

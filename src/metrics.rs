@@ -28,6 +28,12 @@ pub struct Metrics {
     pub token_cache_requests: IntCounterVec,
     /// `warden_jwks_refresh_total{issuer,result}`.
     pub jwks_refresh: IntCounterVec,
+    /// `warden_tokens_issued_total{method}`.
+    pub tokens_issued: IntCounterVec,
+    /// `warden_login_failures_total{reason}`.
+    pub login_failures: IntCounterVec,
+    /// `warden_audit_events_dropped_total`.
+    pub audit_dropped: prometheus::IntCounter,
 }
 
 /// The `route` label of requests no route matched.
@@ -81,6 +87,24 @@ impl Metrics {
             ),
             &["issuer", "result"],
         )?;
+        let tokens_issued = IntCounterVec::new(
+            Opts::new(
+                "warden_tokens_issued_total",
+                "Tokens issued by the login route, by method.",
+            ),
+            &["method"],
+        )?;
+        let login_failures = IntCounterVec::new(
+            Opts::new("warden_login_failures_total", "Failed logins, by reason."),
+            &["reason"],
+        )?;
+        let audit_dropped = prometheus::IntCounter::new(
+            "warden_audit_events_dropped_total",
+            "Audit events dropped because the audit writer fell behind.",
+        )?;
+        registry.register(Box::new(tokens_issued.clone()))?;
+        registry.register(Box::new(login_failures.clone()))?;
+        registry.register(Box::new(audit_dropped.clone()))?;
         registry.register(Box::new(auth_decisions.clone()))?;
         registry.register(Box::new(token_cache_requests.clone()))?;
         registry.register(Box::new(jwks_refresh.clone()))?;
@@ -101,6 +125,9 @@ impl Metrics {
             auth_decisions,
             token_cache_requests,
             jwks_refresh,
+            tokens_issued,
+            login_failures,
+            audit_dropped,
         })
     }
 

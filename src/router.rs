@@ -9,6 +9,7 @@
 //! [`ObservedRoute`] into the response extensions.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -19,6 +20,7 @@ use http::{HeaderValue, Request, Response, Uri, header};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
+use crate::auth::login::{Endpoint, Endpoints};
 use crate::body::Body;
 use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
@@ -37,17 +39,26 @@ pub struct RouteEntry {
     pub service: HttpService,
 }
 
-/// Dispatches requests to the route stacks.
+/// Dispatches requests to the gateway's own endpoints and the route stacks.
 #[derive(Clone, Debug)]
 pub struct Router {
     table: Arc<RouteTable<RouteEntry>>,
+    endpoints: Endpoints,
+    endpoint_entries: Arc<HashMap<Endpoint, RouteEntry>>,
 }
 
 impl Router {
-    /// A router over `table`.
-    pub fn new(table: RouteTable<RouteEntry>) -> Self {
+    /// A router over `table`; `endpoints` (login, revoke, JWKS) answer their
+    /// exact paths before any route is looked up.
+    pub fn new(
+        table: RouteTable<RouteEntry>,
+        endpoints: Endpoints,
+        endpoint_entries: HashMap<Endpoint, RouteEntry>,
+    ) -> Self {
         Self {
             table: Arc::new(table),
+            endpoints,
+            endpoint_entries: Arc::new(endpoint_entries),
         }
     }
 }
@@ -101,29 +112,36 @@ impl Service<Request<Body>> for Router {
             },
             Cow::Borrowed(_) => None,
         };
-        let found = match self
-            .table
-            .lookup(request_host(&request), &path, request.method())
-        {
-            Match::Found(entry) => entry.clone(),
-            Match::MethodNotAllowed(allowed) => {
-                let names: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
-                let mut response = GatewayError::new(
-                    ErrorCode::MethodNotAllowed,
-                    format!("this route does not take {}", request.method()),
-                )
-                .into_response(key.as_ref());
-                if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
-                    response.headers_mut().insert(header::ALLOW, value);
+        let own = self
+            .endpoints
+            .endpoint(&path)
+            .and_then(|endpoint| self.endpoint_entries.get(&endpoint));
+        let found = match own {
+            Some(entry) => entry.clone(),
+            None => match self
+                .table
+                .lookup(request_host(&request), &path, request.method())
+            {
+                Match::Found(entry) => entry.clone(),
+                Match::MethodNotAllowed(allowed) => {
+                    let names: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();
+                    let mut response = GatewayError::new(
+                        ErrorCode::MethodNotAllowed,
+                        format!("this route does not take {}", request.method()),
+                    )
+                    .into_response(key.as_ref());
+                    if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+                        response.headers_mut().insert(header::ALLOW, value);
+                    }
+                    return async move { Ok(response) }.boxed();
                 }
-                return async move { Ok(response) }.boxed();
-            }
-            Match::NotFound => {
-                return refuse(GatewayError::new(
-                    ErrorCode::NotFound,
-                    "no route matches this request",
-                ));
-            }
+                Match::NotFound => {
+                    return refuse(GatewayError::new(
+                        ErrorCode::NotFound,
+                        "no route matches this request",
+                    ));
+                }
+            },
         };
         if let Some(uri) = rewritten {
             *request.uri_mut() = uri;

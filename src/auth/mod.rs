@@ -4,7 +4,9 @@
 //! - [`jwks`]: trusted issuers and their remote key sets;
 //! - [`jwt`]: the pure verification function;
 //! - [`scopes`]: what a route requires of a verified token;
-//! - [`forward`]: claims towards the upstream, the token away from it.
+//! - [`forward`]: claims towards the upstream, the token away from it;
+//! - [`issue`] and [`login`]: the gateway's own tokens and endpoints;
+//! - [`state`]: revocations and login-failure counters.
 //!
 //! [`JwtAuthLayer`] sits first in a route's stack: nothing reaches the header
 //! policy or the upstream without passing it. It reads the one
@@ -18,21 +20,25 @@
 //! the execution key and a reason code that metrics count.
 
 pub mod forward;
+pub mod issue;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod login;
 pub mod scopes;
+pub mod state;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use prometheus::IntCounter;
 use tower::{Layer, Service};
 
+use crate::audit::AuditLog;
 use crate::body::Body;
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
@@ -90,6 +96,7 @@ impl moka::Expiry<[u8; 32], Arc<Principal>> for CacheExpiry {
 /// Verifies tokens against the gateway's keys and its trusted issuers,
 /// with a cache of verified tokens. Shared by every route.
 pub struct Authenticator {
+    state: Arc<dyn state::AuthState>,
     own: Arc<jwt::KeySet>,
     issuers: Vec<Arc<jwks::TrustedIssuer>>,
     cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
@@ -109,14 +116,17 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator over `own` keys and `issuers`.
+    /// An authenticator over `own` keys and `issuers`; `state` holds the
+    /// revoked token ids.
     pub fn new(
         own: jwt::KeySet,
         issuers: Vec<Arc<jwks::TrustedIssuer>>,
+        state: Arc<dyn state::AuthState>,
         settings: &ValidationSettings,
         metrics: &Metrics,
     ) -> Self {
         Self {
+            state,
             own: Arc::new(own),
             issuers,
             cache: moka::sync::Cache::builder()
@@ -158,9 +168,25 @@ impl Authenticator {
         None
     }
 
-    /// Verifies `token` (cache first). An unknown `kid` of a trusted issuer
-    /// may trigger one refetch of its JWKS, then one more try.
+    /// Verifies `token` (cache first) and checks that it is not revoked.
+    /// An unknown `kid` of a trusted issuer may trigger one refetch of its
+    /// JWKS, then one more try.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
+        let principal = self.verify(token).await?;
+        if principal
+            .jti
+            .as_deref()
+            .is_some_and(|jti| self.state.is_revoked(jti))
+        {
+            return Err(Rejection {
+                reason: Reason::TokenRevoked,
+                description: "token revoked",
+            });
+        }
+        Ok(principal)
+    }
+
+    async fn verify(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
         if token.len() > self.max_token_bytes {
             return Err(Rejection {
                 reason: Reason::TokenTooLarge,
@@ -194,7 +220,7 @@ impl Authenticator {
 }
 
 /// The token in the request, or why there is none usable.
-fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<&str, Rejection> {
     let mut values = headers.get_all(header::AUTHORIZATION).iter();
     let missing = Rejection {
         reason: Reason::MissingToken,
@@ -284,6 +310,7 @@ pub struct JwtAuthLayer {
     authz: Arc<RouteAuthz>,
     route: Arc<str>,
     metrics: Metrics,
+    audit: AuditLog,
 }
 
 impl JwtAuthLayer {
@@ -293,14 +320,28 @@ impl JwtAuthLayer {
         authz: RouteAuthz,
         route: &str,
         metrics: Metrics,
+        audit: AuditLog,
     ) -> Self {
         Self {
             authenticator,
             authz: Arc::new(authz),
             route: route.into(),
             metrics,
+            audit,
         }
     }
+}
+
+/// What the `token_use` audit event says about one request.
+struct TokenUse<'a> {
+    method: &'a http::Method,
+    path: &'a str,
+    client_ip: Option<std::net::IpAddr>,
+    principal: Option<&'a Principal>,
+    status: StatusCode,
+    reason: Reason,
+    allowed: bool,
+    started: Instant,
 }
 
 impl JwtAuthLayer {
@@ -309,6 +350,33 @@ impl JwtAuthLayer {
             .auth_decisions
             .with_label_values(&[&*self.route, decision, reason])
             .inc();
+    }
+
+    /// `token_use`: for every request that presented a token, accepted or not.
+    fn audit_use(&self, key: Option<&ExecutionKey>, usage: TokenUse<'_>) {
+        let principal = usage.principal;
+        self.audit
+            .event("token_use", key)
+            .field("jti", principal.and_then(|p| p.jti.clone()))
+            .field("sub", principal.and_then(|p| p.sub.clone()))
+            .field("iss", principal.map(|p| p.iss.clone()))
+            .field("scope", principal.map(|p| p.scopes.join(" ")))
+            .field("route", &*self.route)
+            .field("method", usage.method.as_str())
+            .field("path", usage.path)
+            .field("status", usage.status.as_u16())
+            .field("decision", if usage.allowed { "allow" } else { "deny" })
+            .field(
+                "reason",
+                if usage.allowed {
+                    "ok"
+                } else {
+                    usage.reason.as_str()
+                },
+            )
+            .field("client_ip", usage.client_ip.map(|ip| ip.to_string()))
+            .field("latency_ms", usage.started.elapsed().as_secs_f64() * 1000.0)
+            .send();
     }
 }
 
@@ -344,7 +412,15 @@ impl Service<Request<Body>> for JwtAuth {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
+            let started = Instant::now();
             let key = request.extensions().get::<ExecutionKey>().cloned();
+            // What the audit event needs of the request, kept before it moves on.
+            let method = request.method().clone();
+            let path: Box<str> = request.uri().path().into();
+            let client_ip = request
+                .extensions()
+                .get::<crate::server::ConnectInfo>()
+                .map(|c| c.remote.ip());
             let verified = match bearer_token(request.headers()) {
                 Ok(token) => layer.authenticator.authenticate(token).await,
                 Err(rejection) => Err(rejection),
@@ -354,7 +430,22 @@ impl Service<Request<Body>> for JwtAuth {
                 Err(rejection) => {
                     layer.count("deny", rejection.reason.as_str());
                     tracing::info!(reason = rejection.reason.as_str(), "token rejected");
-                    return Ok(rejection_response(rejection, None, key.as_ref()));
+                    let response = rejection_response(rejection, None, key.as_ref());
+                    // A request without a bearer token presented none to audit.
+                    if rejection.reason != Reason::MissingToken {
+                        let usage = TokenUse {
+                            method: &method,
+                            path: &path,
+                            client_ip,
+                            principal: None,
+                            status: response.status(),
+                            reason: rejection.reason,
+                            allowed: false,
+                            started,
+                        };
+                        layer.audit_use(key.as_ref(), usage);
+                    }
+                    return Ok(response);
                 }
             };
             if let Err(denied) = layer.authz.check(&principal, request.method()) {
@@ -371,15 +462,35 @@ impl Service<Request<Body>> for JwtAuth {
                     reason: denied.reason,
                     description,
                 };
-                return Ok(rejection_response(
-                    rejection,
-                    Some(&denied.needed),
-                    key.as_ref(),
-                ));
+                let response = rejection_response(rejection, Some(&denied.needed), key.as_ref());
+                let usage = TokenUse {
+                    method: &method,
+                    path: &path,
+                    client_ip,
+                    principal: Some(&principal),
+                    status: response.status(),
+                    reason: denied.reason,
+                    allowed: false,
+                    started,
+                };
+                layer.audit_use(key.as_ref(), usage);
+                return Ok(response);
             }
             layer.count("allow", "ok");
-            request.extensions_mut().insert(principal);
-            inner.call(request).await
+            request.extensions_mut().insert(principal.clone());
+            let response = inner.call(request).await?;
+            let usage = TokenUse {
+                method: &method,
+                path: &path,
+                client_ip,
+                principal: Some(&principal),
+                status: response.status(),
+                reason: Reason::MissingToken,
+                allowed: true,
+                started,
+            };
+            layer.audit_use(key.as_ref(), usage);
+            Ok(response)
         })
     }
 }

@@ -122,3 +122,47 @@ pub(crate) struct TrustedIssuerFile {
     pub refresh: Option<String>,
     pub ca_file: Option<String>,
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LoginFile {
+    pub path: Option<String>,
+    pub api_key_header: Option<String>,
+    pub max_failures_per_minute: Option<u32>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyFile>,
+    #[serde(default)]
+    pub users: Vec<UserFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiKeyFile {
+    pub id: String,
+    pub key_sha256: String,
+    pub sub: Option<String>,
+    pub role: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UserFile {
+    pub username: String,
+    pub password_argon2: String,
+    pub role: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditFile {
+    pub sink: Option<String>,
+    pub path: Option<String>,
+}

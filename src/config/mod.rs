@@ -19,9 +19,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::AuditSettings;
 use crate::auth::ValidationSettings;
 use crate::auth::jwks::TrustedIssuerSettings;
 use crate::auth::keys::LoadedKey;
+use crate::auth::login::LoginSettings;
 use crate::routes::RouteSettings;
 use crate::server::ServerSettings;
 use crate::telemetry::LogSettings;
@@ -43,6 +45,10 @@ pub struct Config {
     pub validation: ValidationSettings,
     /// `[[trusted_issuers]]`.
     pub trusted_issuers: Vec<TrustedIssuerSettings>,
+    /// `[login]`, when the login route is enabled.
+    pub login: Option<LoginSettings>,
+    /// `[audit]`.
+    pub audit: AuditSettings,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteSettings>,
 }

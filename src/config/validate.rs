@@ -11,16 +11,19 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::file::{
-    IssuerFile, KeyFile, LogFile, OneOrMany, RouteFile, ServerFile, TrustedIssuerFile,
-    ValidationFile,
+    AuditFile, IssuerFile, KeyFile, LogFile, LoginFile, OneOrMany, RouteFile, ServerFile,
+    TrustedIssuerFile, ValidationFile,
 };
 use super::{Config, ConfigError, IssuerSettings, Location, Problem};
+use crate::audit::{AuditSettings, AuditSink};
 use crate::auth::ValidationSettings;
 use crate::auth::forward::ForwardSettings;
+use crate::auth::issue::RESERVED_CLAIMS;
 use crate::auth::jwks::TrustedIssuerSettings;
 use crate::auth::keys::{
     self, KeySettings, KeySource, LoadedKey, SUPPORTED_ALGORITHMS, parse_algorithm,
 };
+use crate::auth::login::{ApiKeyIdentity, JWKS_PATH, LoginSettings, UserIdentity};
 use crate::auth::scopes::RouteAuthz;
 use crate::proxy::Upstream;
 use crate::routes::{AuthMode, RouteKey, RouteSettings, normalize_path};
@@ -157,6 +160,8 @@ struct Sections {
     issuer: Option<IssuerFile>,
     validation: ValidationFile,
     trusted_issuers: Vec<(usize, TrustedIssuerFile)>,
+    login: Option<LoginFile>,
+    audit: AuditFile,
     routes: Vec<(usize, RouteFile)>,
 }
 
@@ -197,7 +202,8 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     }
 }
 
-const SECTIONS: &str = "server, log, keys, issuer, validation, trusted_issuers, routes";
+const SECTIONS: &str =
+    "server, log, audit, keys, issuer, validation, trusted_issuers, login, routes";
 
 /// Deserializes every element of an array of tables (`[[name]]`).
 fn array_section<'a, T: DeserializeOwned>(
@@ -246,6 +252,16 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
             "trusted_issuers" => {
                 sections.trusted_issuers = array_section(report, "trusted_issuers", value);
             }
+            "login" => {
+                let path = KeyPath::default().key("login");
+                sections.login = report.section(&path, value, "see docs/configuration.md#login");
+            }
+            "audit" => {
+                let path = KeyPath::default().key("audit");
+                if let Some(a) = report.section(&path, value, "see docs/configuration.md#audit") {
+                    sections.audit = a;
+                }
+            }
             "issuer" => {
                 let path = KeyPath::default().key("issuer");
                 sections.issuer = report.section(&path, value, "see docs/configuration.md#issuer");
@@ -283,6 +299,11 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
     let validation = build_validation(report, sections.validation);
     let trusted_issuers = build_trusted_issuers(report, sections.trusted_issuers);
     let routes = build_routes(report, sections.routes, &server);
+    let login = sections
+        .login
+        .map(|file| build_login(report, file, issuer.as_ref()));
+    let audit = build_audit(report, sections.audit);
+    check_reserved_paths(report, &routes, login.as_ref());
     let verifiers = keys.len() + trusted_issuers.len();
     let unverifiable = routes
         .iter()
@@ -303,7 +324,245 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         issuer,
         validation,
         trusted_issuers,
+        login,
+        audit,
         routes,
+    }
+}
+
+/// Routes cannot take the exact paths of the gateway's own endpoints.
+fn check_reserved_paths(
+    report: &mut Report<'_>,
+    routes: &[RouteSettings],
+    login: Option<&LoginSettings>,
+) {
+    let mut reserved = vec![JWKS_PATH.to_owned()];
+    if let Some(login) = login {
+        reserved.push(login.path.clone());
+        reserved.push(format!("{}/revoke", login.path));
+    }
+    for (index, route) in routes.iter().enumerate() {
+        if reserved.contains(&route.key.path_prefix) {
+            report.problem(
+                &KeyPath::default()
+                    .key("routes")
+                    .index(index)
+                    .key("path_prefix"),
+                format!(
+                    "{:?} is the path of one of the gateway's own endpoints",
+                    route.key.path_prefix
+                ),
+                "choose another prefix (or move the login route with login.path)",
+            );
+        }
+    }
+}
+
+fn build_audit(report: &mut Report<'_>, file: AuditFile) -> AuditSettings {
+    let base = KeyPath::default().key("audit");
+    let sink = match (file.sink.as_deref(), file.path) {
+        (None | Some("stdout"), None) => AuditSink::Stdout,
+        (Some("file"), Some(path)) => AuditSink::File(resolve(report, &path)),
+        (Some("file"), None) => {
+            report.problem(
+                &base.key("path"),
+                "is required with sink = \"file\"",
+                "set path = \"audit.log\"",
+            );
+            AuditSink::Stdout
+        }
+        (None | Some("stdout"), Some(_)) => {
+            report.problem(
+                &base.key("path"),
+                "is only used with sink = \"file\"",
+                "set sink = \"file\", or remove path",
+            );
+            AuditSink::Stdout
+        }
+        (Some(other), _) => {
+            report.problem(
+                &base.key("sink"),
+                format!("unknown value {other:?}"),
+                "use \"stdout\" or \"file\"",
+            );
+            AuditSink::Stdout
+        }
+    };
+    AuditSettings { sink }
+}
+
+fn hex_digest(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn build_login(
+    report: &mut Report<'_>,
+    file: LoginFile,
+    issuer: Option<&IssuerSettings>,
+) -> LoginSettings {
+    let base = KeyPath::default().key("login");
+    if issuer.and_then(|i| i.signing_kid.as_ref()).is_none() {
+        report.problem(
+            &base,
+            "[login] issues tokens, but issuer.signing_kid is not set",
+            "add [issuer] with signing_kid naming a [[keys]] entry that can sign",
+        );
+    }
+    let path = file.path.unwrap_or_else(|| "/auth".into());
+    let normal = normalize_path(&path).ok();
+    if normal.as_deref() != Some(path.as_str())
+        || path == "/"
+        || path.ends_with('/')
+        || !path.bytes().all(is_path_byte)
+    {
+        report.problem(
+            &base.key("path"),
+            format!("{path:?} is not a normalised path"),
+            "use a path such as \"/auth\"",
+        );
+    }
+    let header_name = file.api_key_header.unwrap_or_else(|| "X-Api-Key".into());
+    let api_key_header =
+        http::HeaderName::from_bytes(header_name.as_bytes()).unwrap_or_else(|_| {
+            report.problem(
+                &base.key("api_key_header"),
+                format!("{header_name:?} is not a header name"),
+                "use e.g. \"X-Api-Key\"",
+            );
+            http::HeaderName::from_static("x-api-key")
+        });
+    if api_key_header == http::header::AUTHORIZATION {
+        report.problem(
+            &base.key("api_key_header"),
+            "cannot be Authorization, which carries Basic credentials",
+            "use e.g. \"X-Api-Key\"",
+        );
+    }
+    let max_failures_per_minute = file.max_failures_per_minute.unwrap_or(10);
+    if max_failures_per_minute == 0 {
+        report.problem(
+            &base.key("max_failures_per_minute"),
+            "must be at least 1",
+            "use e.g. 10",
+        );
+    }
+    let check_claims =
+        |report: &mut Report<'_>,
+         path: KeyPath,
+         claims: &serde_json::Map<String, serde_json::Value>| {
+            for name in claims.keys() {
+                if RESERVED_CLAIMS.contains(&name.as_str()) {
+                    report.problem(
+                        &path,
+                        format!("claim {name:?} is set by the gateway itself"),
+                        "remove it from claims",
+                    );
+                }
+            }
+        };
+    let check_scopes = |report: &mut Report<'_>, path: KeyPath, scopes: &[String]| {
+        for scope in scopes {
+            if !is_scope_token(scope) {
+                report.problem(
+                    &path,
+                    format!("{scope:?} is not a scope"),
+                    "a scope is one word of printable ASCII",
+                );
+            }
+        }
+    };
+    let mut api_keys: Vec<ApiKeyIdentity> = Vec::new();
+    for (i, key) in file.api_keys.into_iter().enumerate() {
+        let path = base.key("api_keys").index(i);
+        if key.id.is_empty() || key.id.contains(':') {
+            report.problem(
+                &path.key("id"),
+                "must be non-empty and without ':'",
+                "use a short name such as \"reporting-service\"",
+            );
+        }
+        if api_keys.iter().any(|k| k.id == key.id) {
+            report.problem(
+                &path.key("id"),
+                format!("duplicate id {:?}", key.id),
+                "give every API key its own id",
+            );
+        }
+        let digest = hex_digest(&key.key_sha256.to_ascii_lowercase()).unwrap_or_else(|| {
+            report.problem(
+                &path.key("key_sha256"),
+                "is not 64 hex digits",
+                "put the SHA-256 of the key here, as `warden gen-api-key` prints it (never the key itself)",
+            );
+            [0u8; 32]
+        });
+        if api_keys.iter().any(|k| k.key_sha256 == digest) {
+            report.problem(
+                &path.key("key_sha256"),
+                "the same key is listed twice",
+                "give every client its own key",
+            );
+        }
+        check_claims(report, path.key("claims"), &key.claims);
+        check_scopes(report, path.key("scopes"), &key.scopes);
+        api_keys.push(ApiKeyIdentity {
+            sub: key.sub.unwrap_or_else(|| key.id.clone()),
+            id: key.id,
+            key_sha256: digest,
+            role: key.role,
+            scopes: key.scopes,
+            claims: key.claims,
+        });
+    }
+    let mut users: Vec<UserIdentity> = Vec::new();
+    for (i, user) in file.users.into_iter().enumerate() {
+        let path = base.key("users").index(i);
+        if user.username.is_empty() || user.username.contains(':') {
+            report.problem(
+                &path.key("username"),
+                "must be non-empty and without ':'",
+                "Basic credentials cannot carry ':' in a user name",
+            );
+        }
+        if users.iter().any(|u| u.username == user.username) {
+            report.problem(
+                &path.key("username"),
+                format!("duplicate user {:?}", user.username),
+                "list each user once",
+            );
+        }
+        let valid_hash = user.password_argon2.starts_with("$argon2id$")
+            && argon2::PasswordHash::new(&user.password_argon2).is_ok();
+        if !valid_hash {
+            report.problem(
+                &path.key("password_argon2"),
+                "is not an argon2id PHC string",
+                "paste the output of `warden hash-password` (it starts with $argon2id$)",
+            );
+        }
+        check_claims(report, path.key("claims"), &user.claims);
+        check_scopes(report, path.key("scopes"), &user.scopes);
+        users.push(UserIdentity {
+            username: user.username,
+            password_argon2: user.password_argon2,
+            role: user.role,
+            scopes: user.scopes,
+            claims: user.claims,
+        });
+    }
+    LoginSettings {
+        path,
+        api_key_header,
+        max_failures_per_minute,
+        api_keys,
+        users,
     }
 }
 
@@ -852,6 +1111,12 @@ fn build_route(
             &path.key("name"),
             format!("{:?} is not a valid route name", file.name),
             "use 1-64 characters of letters, digits, '-', '_' and '.'",
+        );
+    } else if file.name.starts_with("warden-") {
+        report.problem(
+            &path.key("name"),
+            "names starting with \"warden-\" label the gateway's own endpoints",
+            "give the route another name",
         );
     } else if file.name == crate::metrics::UNMATCHED_ROUTE {
         report.problem(

@@ -9,7 +9,14 @@ use std::sync::{Arc, Mutex};
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
+use hyper::body::Incoming;
+
+use crate::audit::AuditLog;
+use crate::auth::state::AuthState;
+use crate::auth::{Authenticator, Reason, Rejection, bearer_token, rejection_response};
 use crate::body::{self, Body};
+use crate::error::json_error;
+use crate::execution_key::ExecutionKey;
 use crate::metrics::Metrics;
 
 /// What `/readyz` waits for: a set of named conditions that parts of the
@@ -43,21 +50,110 @@ impl Readiness {
     }
 }
 
+/// What the operator endpoints (`/admin/*`) need: they require a bearer
+/// token with the scope [`ADMIN_SCOPE`].
+#[derive(Clone, Debug)]
+pub struct AdminAuth {
+    /// Verifies the operator's token.
+    pub authenticator: Arc<Authenticator>,
+    /// Where revocations go.
+    pub state: Arc<dyn AuthState>,
+    /// The audit log.
+    pub audit: AuditLog,
+}
+
+/// The scope an operator's token needs for `/admin/*`.
+pub const ADMIN_SCOPE: &str = "warden:admin";
+
 /// The admin endpoints.
 #[derive(Clone, Debug)]
 pub struct Admin {
     metrics: Metrics,
     readiness: Readiness,
+    auth: AdminAuth,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeRequest {
+    jti: String,
+    exp: i64,
 }
 
 impl Admin {
-    /// Serves `metrics` and `readiness`.
-    pub fn new(metrics: Metrics, readiness: Readiness) -> Self {
-        Self { metrics, readiness }
+    /// Serves `metrics` and `readiness`, and the operator endpoints.
+    pub fn new(metrics: Metrics, readiness: Readiness, auth: AdminAuth) -> Self {
+        Self {
+            metrics,
+            readiness,
+            auth,
+        }
+    }
+
+    /// `POST /admin/revoke {"jti", "exp"}`, for operators.
+    async fn revoke(&self, request: Request<Incoming>) -> Response<Body> {
+        let key = ExecutionKey::generate();
+        let principal = match bearer_token(request.headers()) {
+            Ok(token) => self.auth.authenticator.authenticate(token).await,
+            Err(rejection) => Err(rejection),
+        };
+        let principal = match principal {
+            Ok(principal) => principal,
+            Err(rejection) => return rejection_response(rejection, None, Some(&key)),
+        };
+        if !principal.scopes.iter().any(|s| s == ADMIN_SCOPE) {
+            let rejection = Rejection {
+                reason: Reason::InsufficientScope,
+                description: "the token lacks a required scope",
+            };
+            return rejection_response(rejection, Some(ADMIN_SCOPE), Some(&key));
+        }
+        let body = body::read_to_limit(request.into_body(), 4096).await;
+        let parsed = body
+            .ok()
+            .and_then(|b| serde_json::from_slice::<RevokeRequest>(&b).ok());
+        let Some(revoke) = parsed.filter(|r| !r.jti.is_empty()) else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be {\"jti\": \"...\", \"exp\": <seconds since the epoch>}",
+                Some(&key),
+            );
+        };
+        self.auth.state.revoke(&revoke.jti, revoke.exp);
+        self.auth
+            .audit
+            .event("token_revoked", Some(&key))
+            .field("jti", revoke.jti.clone())
+            .field("exp", revoke.exp)
+            .field("by", principal.sub.clone())
+            .send();
+        let body = serde_json::json!({ "revoked": true, "jti": revoke.jti, "execution_key": key.as_str() });
+        let mut response = Response::new(body::full(body.to_string()));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
     }
 
     /// Answers one admin request.
-    pub async fn handle<B>(&self, request: Request<B>) -> Result<Response<Body>, Infallible> {
+    pub async fn handle(&self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        if request.uri().path() == "/admin/revoke" {
+            if request.method() != Method::POST {
+                let mut response = json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use POST",
+                    None,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return Ok(response);
+            }
+            return Ok(self.revoke(request).await);
+        }
         let (status, content_type, body) = match (request.method(), request.uri().path()) {
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", body::full("ok\n")),
             (&Method::GET, "/readyz") => {

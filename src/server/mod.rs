@@ -26,13 +26,17 @@ use prometheus::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::auth::issue::TokenIssuer;
+use crate::auth::login::{Endpoints, EndpointsConfig};
+use crate::auth::state::{AuthState, InMemoryState};
 use crate::body;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::UpstreamClient;
 use crate::router::HttpService;
-use admin::{Admin, Readiness};
+use admin::{Admin, AdminAuth, Readiness};
 
 /// `[server]`, validated.
 #[derive(Clone, Debug)]
@@ -103,6 +107,9 @@ pub enum StartError {
     /// The TLS client for upstreams could not be built.
     #[error("cannot set up TLS for upstreams: {0}")]
     Tls(#[from] rustls::Error),
+    /// The audit log file could not be opened.
+    #[error("cannot open the audit log: {0}")]
+    Audit(std::io::Error),
     /// A trusted issuer's JWKS client could not be built.
     #[error("trusted issuer {iss}: {reason}")]
     Issuer {
@@ -130,6 +137,7 @@ fn build_authenticator(
     config: &Config,
     metrics: &Metrics,
     readiness: &Readiness,
+    state: Arc<dyn AuthState>,
 ) -> Result<Authenticator, StartError> {
     use crate::auth::jwt::{IssuerPolicy, KeySet, VerifyingKey};
     let own = match &config.issuer {
@@ -169,6 +177,7 @@ fn build_authenticator(
     Ok(Authenticator::new(
         KeySet::new(own),
         issuers,
+        state,
         &config.validation,
         metrics,
     ))
@@ -182,8 +191,44 @@ impl Gateway {
         let metrics = Metrics::new(registry)?;
         let client = UpstreamClient::new(config.server.connect_timeout)?;
         let readiness = Readiness::default();
-        let authenticator = Arc::new(build_authenticator(&config, &metrics, &readiness)?);
-        let service = stack::build(&config, &metrics, &client, &authenticator);
+        let state: Arc<dyn AuthState> = Arc::new(InMemoryState::default());
+        let audit = AuditLog::start(&config.audit, metrics.audit_dropped.clone())
+            .await
+            .map_err(StartError::Audit)?;
+        let authenticator = Arc::new(build_authenticator(
+            &config,
+            &metrics,
+            &readiness,
+            state.clone(),
+        )?);
+        let issuer = config.issuer.as_ref().and_then(|settings| {
+            let kid = settings.signing_kid.as_ref()?;
+            let key = config.keys.iter().find(|k| &k.kid == kid)?;
+            TokenIssuer::new(settings, key)
+        });
+        let endpoints = Endpoints::new(EndpointsConfig {
+            login: config.login.as_ref(),
+            issuer,
+            keys: &config.keys,
+            authenticator: authenticator.clone(),
+            state: state.clone(),
+            audit: audit.clone(),
+            tokens_issued: metrics.tokens_issued.clone(),
+            login_failures: metrics.login_failures.clone(),
+        });
+        let shared = stack::Shared {
+            metrics: metrics.clone(),
+            client,
+            authenticator: authenticator.clone(),
+            audit: audit.clone(),
+            endpoints,
+        };
+        let service = stack::build(&config, &shared);
+        let admin_auth = AdminAuth {
+            authenticator: authenticator.clone(),
+            state,
+            audit,
+        };
         let settings = config.server.clone();
         let listener =
             TcpListener::bind(settings.listen)
@@ -200,6 +245,14 @@ impl Gateway {
                 addr: settings.admin_listen,
                 source,
             })?;
+        for demo in config
+            .login
+            .as_ref()
+            .map(crate::auth::login::demo_credentials)
+            .unwrap_or_default()
+        {
+            tracing::warn!("demo credentials: {demo}; remove them before real use");
+        }
         for key in config.keys.iter().filter(|k| k.ephemeral) {
             tracing::warn!(
                 kid = %key.kid,
@@ -216,7 +269,7 @@ impl Gateway {
             listener,
             admin_listener,
             service,
-            admin: Admin::new(metrics, readiness),
+            admin: Admin::new(metrics, readiness, admin_auth),
             background,
         })
     }

@@ -7,9 +7,12 @@
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder};
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::audit::AuditLog;
 use crate::auth::forward::ForwardClaimsLayer;
+use crate::auth::login::{Endpoint, Endpoints};
 use crate::auth::{Authenticator, JwtAuthLayer};
 use crate::config::Config;
 use crate::error::CatchPanicLayer;
@@ -21,13 +24,26 @@ use crate::router::{HttpService, RouteEntry, Router};
 use crate::routes::{AuthMode, RouteSettings, RouteTable};
 use crate::server::limits::RequestLimitsLayer;
 
+/// What the stacks are built from, besides the config.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    /// Metric families.
+    pub metrics: Metrics,
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+    /// Verifies tokens for every jwt route.
+    pub authenticator: Arc<Authenticator>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// Login, revocation and JWKS.
+    pub endpoints: Endpoints,
+}
+
 /// Builds the service that answers client requests.
-pub fn build(
-    config: &Config,
-    metrics: &Metrics,
-    client: &UpstreamClient,
-    authenticator: &Arc<Authenticator>,
-) -> HttpService {
+pub fn build(config: &Config, shared: &Shared) -> HttpService {
+    let Shared {
+        metrics, endpoints, ..
+    } = shared;
     let routes = config
         .routes
         .iter()
@@ -37,12 +53,26 @@ pub fn build(
                     name: route.name.as_str().into(),
                     metrics: metrics.for_route(&route.name),
                 },
-                service: route_stack(route, metrics, client, authenticator),
+                service: route_stack(route, shared),
             };
             (route.key.clone(), entry)
         })
         .collect();
-    let router = Router::new(RouteTable::new(routes));
+    let endpoint_entries: HashMap<Endpoint, RouteEntry> =
+        [Endpoint::Login, Endpoint::Revoke, Endpoint::Jwks]
+            .into_iter()
+            .map(|endpoint| {
+                let entry = RouteEntry {
+                    observed: ObservedRoute {
+                        name: endpoint.route_name().into(),
+                        metrics: metrics.for_route(endpoint.route_name()),
+                    },
+                    service: BoxCloneSyncService::new(endpoints.service(endpoint)),
+                };
+                (endpoint, entry)
+            })
+            .collect();
+    let router = Router::new(RouteTable::new(routes), endpoints.clone(), endpoint_entries);
 
     let service = ServiceBuilder::new()
         // Outermost, so every response carries the key, rejections included.
@@ -63,12 +93,14 @@ pub fn build(
 }
 
 /// One route's stack: auth, then the header policy, then the upstream.
-fn route_stack(
-    route: &RouteSettings,
-    metrics: &Metrics,
-    client: &UpstreamClient,
-    authenticator: &Arc<Authenticator>,
-) -> HttpService {
+fn route_stack(route: &RouteSettings, shared: &Shared) -> HttpService {
+    let Shared {
+        metrics,
+        client,
+        authenticator,
+        audit,
+        ..
+    } = shared;
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
     let proxy = Proxy::new(route.upstream.clone(), strip, route.timeout, client.clone());
     let forward = ServiceBuilder::new()
@@ -86,6 +118,7 @@ fn route_stack(
                 route.authz.clone(),
                 &route.name,
                 metrics.clone(),
+                audit.clone(),
             )
             .layer(BoxCloneSyncService::new(forward)),
         ),

@@ -1,0 +1,125 @@
+//! Shared auth state: revoked token ids and login-failure counters, behind
+//! one small trait ([`AuthState`]) so that a shared backend (Redis, for
+//! several replicas) can replace [`InMemoryState`] without touching the
+//! request path.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::unix_now;
+
+/// The window login failures are counted in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Revocations and login-failure counters.
+pub trait AuthState: Send + Sync + std::fmt::Debug {
+    /// Revokes `jti` until `exp` (seconds since the epoch).
+    fn revoke(&self, jti: &str, exp: i64);
+    /// Whether `jti` is revoked.
+    fn is_revoked(&self, jti: &str) -> bool;
+    /// Counts a failed login for `subject` (a client address or an identity).
+    fn record_failure(&self, subject: &str);
+    /// When `subject` has `limit` or more failures in the current window,
+    /// how long until the window ends.
+    fn blocked_for(&self, subject: &str, limit: u32) -> Option<Duration>;
+}
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    failures: AtomicU32,
+}
+
+struct RevokedUntil;
+
+impl moka::Expiry<String, i64> for RevokedUntil {
+    fn expire_after_create(&self, _jti: &String, exp: &i64, _now: Instant) -> Option<Duration> {
+        // Kept a minute past exp, so leeway cannot revive a revoked token.
+        let remaining = u64::try_from(exp.saturating_sub(unix_now())).unwrap_or(0);
+        Some(Duration::from_secs(remaining) + FAILURE_WINDOW)
+    }
+}
+
+/// [`AuthState`] in this process's memory, bounded in size.
+#[derive(Debug)]
+pub struct InMemoryState {
+    revoked: moka::sync::Cache<String, i64>,
+    failures: moka::sync::Cache<String, Arc<Window>>,
+}
+
+impl InMemoryState {
+    /// A state holding at most `max_revoked` revocations and
+    /// `max_tracked` failure counters.
+    pub fn new(max_revoked: u64, max_tracked: u64) -> Self {
+        Self {
+            revoked: moka::sync::Cache::builder()
+                .max_capacity(max_revoked)
+                .expire_after(RevokedUntil)
+                .build(),
+            failures: moka::sync::Cache::builder()
+                .max_capacity(max_tracked)
+                .time_to_live(FAILURE_WINDOW)
+                .build(),
+        }
+    }
+}
+
+impl Default for InMemoryState {
+    fn default() -> Self {
+        Self::new(1_000_000, 100_000)
+    }
+}
+
+impl AuthState for InMemoryState {
+    fn revoke(&self, jti: &str, exp: i64) {
+        self.revoked.insert(jti.to_owned(), exp);
+    }
+
+    fn is_revoked(&self, jti: &str) -> bool {
+        self.revoked.contains_key(jti)
+    }
+
+    fn record_failure(&self, subject: &str) {
+        let window = self.failures.get_with(subject.to_owned(), || {
+            Arc::new(Window {
+                started: Instant::now(),
+                failures: AtomicU32::new(0),
+            })
+        });
+        window.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn blocked_for(&self, subject: &str, limit: u32) -> Option<Duration> {
+        let window = self.failures.get(subject)?;
+        let elapsed = window.started.elapsed();
+        (window.failures.load(Ordering::Relaxed) >= limit && elapsed < FAILURE_WINDOW)
+            .then(|| FAILURE_WINDOW - elapsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revocation_holds_until_expiry() {
+        let state = InMemoryState::default();
+        state.revoke("abc", unix_now() + 60);
+        assert!(state.is_revoked("abc"));
+        assert!(!state.is_revoked("abd"));
+    }
+
+    #[test]
+    fn failures_block_at_the_limit() {
+        let state = InMemoryState::default();
+        for _ in 0..2 {
+            state.record_failure("10.0.0.1");
+        }
+        assert_eq!(state.blocked_for("10.0.0.1", 3), None);
+        state.record_failure("10.0.0.1");
+        let blocked = state.blocked_for("10.0.0.1", 3);
+        assert!(blocked.is_some_and(|d| d <= FAILURE_WINDOW && d > Duration::from_secs(50)));
+        assert_eq!(state.blocked_for("10.0.0.2", 3), None);
+    }
+}
