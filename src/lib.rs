@@ -29,7 +29,7 @@ pub mod server;
 pub mod telemetry;
 
 pub use config::Config;
-pub use server::Gateway;
+pub use server::{AuditWriter, Gateway, StartOptions};
 
 /// Installs aws-lc-rs as the process-wide crypto provider of rustls and
 /// jsonwebtoken (one provider everywhere). Safe to call more than once.

@@ -77,6 +77,31 @@ impl Default for ServerSettings {
     }
 }
 
+/// What [`Gateway::bind_with`] may be given besides the config.
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// The registry the metrics are registered into.
+    pub registry: Registry,
+    /// Where audit events go instead of `[audit]`'s sink.
+    pub audit_writer: Option<AuditWriter>,
+}
+
+/// An audit sink supplied by an embedder or a test.
+pub struct AuditWriter {
+    /// Receives one JSON line per event.
+    pub writer: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    /// How many events may wait for the writer before new ones are dropped.
+    pub capacity: usize,
+}
+
+impl std::fmt::Debug for AuditWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditWriter")
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Facts about the connection a request came on, in the request extensions.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectInfo {
@@ -187,14 +212,31 @@ impl Gateway {
     /// Builds the stacks from `config`, registers metrics into `registry`,
     /// and binds both listeners.
     pub async fn bind(config: Config, registry: Registry) -> Result<Gateway, StartError> {
+        Self::bind_with(
+            config,
+            StartOptions {
+                registry,
+                audit_writer: None,
+            },
+        )
+        .await
+    }
+
+    /// [`Gateway::bind`], with the parts an embedder or a test may supply.
+    pub async fn bind_with(config: Config, options: StartOptions) -> Result<Gateway, StartError> {
         crate::install_crypto_providers();
-        let metrics = Metrics::new(registry)?;
+        let metrics = Metrics::new(options.registry)?;
         let client = UpstreamClient::new(config.server.connect_timeout)?;
         let readiness = Readiness::default();
         let state: Arc<dyn AuthState> = Arc::new(InMemoryState::default());
-        let audit = AuditLog::start(&config.audit, metrics.audit_dropped.clone())
-            .await
-            .map_err(StartError::Audit)?;
+        let audit = match options.audit_writer {
+            Some(AuditWriter { writer, capacity }) => {
+                AuditLog::with_writer(writer, capacity, metrics.audit_dropped.clone())
+            }
+            None => AuditLog::start(&config.audit, metrics.audit_dropped.clone())
+                .await
+                .map_err(StartError::Audit)?,
+        };
         let authenticator = Arc::new(build_authenticator(
             &config,
             &metrics,
