@@ -10,7 +10,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::auth::jwks::parse_jwks;
-use crate::auth::jwt::{self, IssuerPolicy, KeySet, VerifyingKey};
+use crate::auth::jwt::{self, IssuerPolicy, KeySet};
 use crate::auth::keys::{self, SUPPORTED_ALGORITHMS, alg_name, parse_algorithm};
 
 /// The keys `warden verify` checks a token with.
@@ -45,6 +45,7 @@ fn decoded(segment: &str) -> Value {
 pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String> {
     crate::install_crypto_providers();
     let token = token.trim();
+    let mut single_key = None;
     let set = match with {
         VerifyWith::Jwks(path) => {
             let bytes =
@@ -69,15 +70,9 @@ pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String>
             })?;
             let key =
                 keys::verifier_from_file(alg, path).map_err(|e| format!("{e} ({})", e.fix))?;
-            KeySet::new(vec![VerifyingKey {
-                kid: None,
-                alg,
-                key,
-                issuer: Arc::new(IssuerPolicy {
-                    iss: String::new(),
-                    audiences: Vec::new(),
-                }),
-            }])
+            // One key given: it is the key, whatever kid the token names.
+            single_key = Some((key, alg));
+            KeySet::default()
         }
     };
     let mut output = String::new();
@@ -104,12 +99,18 @@ pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String>
         "payload: {}\n",
         serde_json::to_string_pretty(&decoded(parsed.payload)).unwrap_or_default()
     ));
-    let valid = match jwt::verify_signature_in(&parsed, &set) {
-        Ok(key) => {
+    let verified = match &single_key {
+        Some((key, alg)) => {
+            jwt::verify_signature(&parsed, key, *alg).map(|()| (*alg, parsed.kid.clone()))
+        }
+        None => jwt::verify_signature_in(&parsed, &set).map(|key| (key.alg, key.kid.clone())),
+    };
+    let valid = match verified {
+        Ok((alg, kid)) => {
             output.push_str(&format!(
                 "signature: valid ({}, kid {})\n",
-                alg_name(key.alg),
-                key.kid.as_deref().unwrap_or("-")
+                alg_name(alg),
+                kid.as_deref().unwrap_or("-")
             ));
             true
         }

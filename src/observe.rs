@@ -91,37 +91,58 @@ where
         let bytes_in = ByteCount::default();
         let request = request.map(|b| body::boxed(Counted::new(b, bytes_in.clone())));
         self.metrics.in_flight.inc();
-
         let span = tracing::info_span!(
             "request",
             execution_key = key.as_ref().map_or("", ExecutionKey::as_str)
         );
-        let metrics = self.metrics.clone();
+        // Recorded when the response body ends; or, if the client goes away
+        // before the response starts, when the future is dropped (as 499).
+        let mut pending = PendingRecord(Some(Record {
+            metrics: self.metrics.clone(),
+            started,
+            key,
+            method,
+            path,
+            status: CLIENT_CLOSED_REQUEST,
+            route: None,
+            upstream: None,
+            bytes_in,
+            bytes_out: 0,
+        }));
         self.inner
             .call(request)
             .instrument(span)
             .map(move |result| {
                 let Ok(response) = result;
                 let (parts, inner) = response.into_parts();
-                let record = Record {
-                    metrics,
-                    started,
-                    key,
-                    method,
-                    path,
-                    status: parts.status,
-                    route: parts.extensions.get::<ObservedRoute>().cloned(),
-                    upstream: parts.extensions.get::<UpstreamTiming>().map(|t| t.0),
-                    bytes_in,
-                    bytes_out: 0,
-                };
-                let body = body::boxed(RecordOnEnd {
-                    inner,
-                    record: Some(record),
+                let record = pending.0.take().map(|mut record| {
+                    record.status = parts.status;
+                    record.route = parts.extensions.get::<ObservedRoute>().cloned();
+                    record.upstream = parts.extensions.get::<UpstreamTiming>().map(|t| t.0);
+                    record
                 });
+                let body = body::boxed(RecordOnEnd { inner, record });
                 Ok(Response::from_parts(parts, body))
             })
             .boxed()
+    }
+}
+
+/// nginx's status for a request whose client closed the connection before
+/// the response: no real status was sent.
+const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+/// A record not yet handed to the response body; records on drop.
+struct PendingRecord(Option<Record>);
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        if let Some(record) = self.0.take() {
+            record.finish();
+        }
     }
 }
 

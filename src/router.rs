@@ -63,11 +63,72 @@ impl Router {
     }
 }
 
-fn request_host<B>(request: &Request<B>) -> Option<&str> {
-    request
-        .uri()
-        .host()
-        .or_else(|| request.headers().get(header::HOST)?.to_str().ok())
+/// The authority a request is for: the target URI's (absolute form, or
+/// HTTP/2's `:authority`), else the one `Host` header (RFC 9112 §3.2.2).
+/// Routing and `X-Forwarded-Host` both use this, so they cannot disagree.
+///
+/// Refuses what RFC 9112 §3.2 answers with 400: two `Host` headers, an
+/// HTTP/1.1 request with neither a `Host` nor an absolute target, and a
+/// `Host` that is not a plain `host[:port]`.
+pub fn effective_host<B>(request: &Request<B>) -> Result<Option<&str>, &'static str> {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err("the request has more than one Host header");
+    }
+    let host = match host {
+        Some(value) => {
+            let text = value
+                .to_str()
+                .map_err(|_| "the Host header is not an authority")?;
+            if !is_authority(text) {
+                return Err("the Host header is not an authority");
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    if let Some(authority) = request.uri().authority() {
+        return Ok(Some(authority.as_str()));
+    }
+    if host.is_none() && request.version() == http::Version::HTTP_11 {
+        return Err("an HTTP/1.1 request needs a Host header");
+    }
+    Ok(host)
+}
+
+/// `host[:port]`: a registered name or IPv4 address, or a bracketed IPv6
+/// address, and a decimal port; no user info, no list.
+fn is_authority(text: &str) -> bool {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after.strip_prefix(':') {
+            Some(port) => ("v6", Some(port)),
+            None if after.is_empty() => ("v6", None),
+            None => return false,
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (text, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    host_ok && port_ok
 }
 
 fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
@@ -95,6 +156,10 @@ impl Service<Request<Body>> for Router {
             let response = error.into_response(key.as_ref());
             async move { Ok(response) }.boxed()
         };
+        let host = match effective_host(&request) {
+            Ok(host) => host.map(str::to_owned),
+            Err(why) => return refuse(GatewayError::new(ErrorCode::BadRequest, why)),
+        };
         let path = match normalize_path(request.uri().path()) {
             Ok(path) => path,
             Err(err) => return refuse(GatewayError::new(ErrorCode::BadRequest, err.to_string())),
@@ -118,10 +183,7 @@ impl Service<Request<Body>> for Router {
             .and_then(|endpoint| self.endpoint_entries.get(&endpoint));
         let found = match own {
             Some(entry) => entry.clone(),
-            None => match self
-                .table
-                .lookup(request_host(&request), &path, request.method())
-            {
+            None => match self.table.lookup(host.as_deref(), &path, request.method()) {
                 Match::Found(entry) => entry.clone(),
                 Match::MethodNotAllowed(allowed) => {
                     let names: Vec<&str> = allowed.iter().map(http::Method::as_str).collect();

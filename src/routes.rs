@@ -38,6 +38,11 @@ pub enum PathError {
     /// A `..` segment climbs above `/`.
     #[error("the path climbs above the root with '..'")]
     AboveRoot,
+    /// A backslash, or a `.`/`..` segment with `;` parameters: some upstreams
+    /// (IIS, Tomcat) read these as separators or dot segments, so the path
+    /// they see would not be the path that was matched.
+    #[error("the path contains a backslash or a dot segment with parameters")]
+    Ambiguous,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -57,11 +62,11 @@ fn hex_value(b: u8) -> Option<u8> {
 /// `..` segments. Most real paths take this branch and allocate nothing.
 fn is_already_normal(path: &str) -> bool {
     let bytes = path.as_bytes();
-    if bytes.first() != Some(&b'/') || bytes.contains(&b'%') {
+    if bytes.first() != Some(&b'/') || bytes.contains(&b'%') || bytes.contains(&b'\\') {
         return false;
     }
     for segment in path[1..].split('/') {
-        if matches!(segment, "." | "..") {
+        if segment.starts_with('.') && matches!(segment.split(';').next(), Some("." | "..")) {
             return false;
         }
     }
@@ -75,6 +80,9 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     }
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
+    }
+    if raw.contains('\\') {
+        return Err(PathError::Ambiguous);
     }
 
     // Pass 1: decode the unreserved escapes, canonicalise the others. Only
@@ -92,6 +100,7 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
             None => return Err(PathError::BadEscape),
             Some(b'/') => return Err(PathError::EncodedSlash),
             Some(0) => return Err(PathError::EncodedNul),
+            Some(b'\\') => return Err(PathError::Ambiguous),
             Some(v) if is_unreserved(v) => decoded.push(char::from(v)),
             Some(v) => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -118,7 +127,12 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 }
                 trailing_slash = true;
             }
-            other => segments.push(other),
+            other => {
+                if matches!(other.split(';').next(), Some("." | "..")) {
+                    return Err(PathError::Ambiguous);
+                }
+                segments.push(other);
+            }
         }
     }
     let mut normal = String::with_capacity(decoded.len());
@@ -321,6 +335,12 @@ mod tests {
             ("/a%ff", Ok("/a%FF")),
             ("/caf%C3%A9", Ok("/caf%C3%A9")),
             ("api", Err(PathError::NotAbsolute)),
+            ("/api\\..\\admin", Err(PathError::Ambiguous)),
+            ("/api/%5C../admin", Err(PathError::Ambiguous)),
+            ("/api/..;/admin", Err(PathError::Ambiguous)),
+            ("/api/.;x/admin", Err(PathError::Ambiguous)),
+            ("/api/a;b/c", Ok("/api/a;b/c")),
+            ("/api/...", Ok("/api/...")),
         ];
         for (raw, expected) in cases {
             let got = normalize_path(raw);

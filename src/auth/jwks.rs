@@ -364,6 +364,11 @@ fn check_key(
                     "RSA key of about {bits} bits; at least 2048 are required"
                 ));
             }
+            if has_roca_fingerprint(&n) {
+                return Err(
+                    "RSA key with the ROCA weakness (CVE-2017-15361): its private key can be recovered".into(),
+                );
+            }
             b64_len(obj.get("e")).ok_or("bad e")?;
         }
         "EC" => {
@@ -401,6 +406,30 @@ fn check_key(
         alg,
         key,
         issuer: policy.clone(),
+    })
+}
+
+/// Whether an RSA modulus has the ROCA fingerprint (CVE-2017-15361: keys
+/// made by some Infineon chips, whose private key can be computed from the
+/// public one): for every small prime p, n mod p lies in the subgroup that
+/// 65537 generates mod p (Nemec et al., CCS 2017). A random modulus passes
+/// this for all 38 primes with negligible probability.
+pub fn has_roca_fingerprint(modulus: &[u8]) -> bool {
+    const PRIMES: [u64; 38] = [
+        3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59, 61, 67, 71, 73, 79, 83, 89,
+        97, 101, 103, 107, 109, 113, 127, 131, 137, 139, 149, 151, 157, 163, 167,
+    ];
+    PRIMES.iter().all(|&p| {
+        let residue = modulus
+            .iter()
+            .fold(0u64, |acc, byte| (acc * 256 + u64::from(*byte)) % p);
+        let generator = 65537 % p;
+        let mut power = 1;
+        (0..p).any(|_| {
+            let hit = power == residue;
+            power = power * generator % p;
+            hit
+        })
     })
 }
 

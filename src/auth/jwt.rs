@@ -378,7 +378,9 @@ pub fn verify_signature(
             "algorithm not allowed for this key",
         ));
     }
-    // Strictness: the signature must decode canonically before it is checked.
+    // Strictness: payload and signature must be canonical base64url before
+    // anything is checked, so no two encodings of one token both verify.
+    decode_segment(parsed.payload)?;
     decode_segment(parsed.signature)?;
     match jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), key, alg)
     {

@@ -1051,30 +1051,38 @@ fn build_routes(
 ) -> Vec<RouteSettings> {
     let mut routes: Vec<RouteSettings> = Vec::new();
     let mut paths: Vec<KeyPath> = Vec::new();
+    // Names are compared over every route, valid or not, so a duplicate is
+    // reported together with the route's other problems.
+    let mut names: Vec<(String, KeyPath)> = Vec::new();
     for (index, file) in files {
         let path = KeyPath::default().key("routes").index(index);
+        if let Some((_, other_path)) = names.iter().find(|(name, _)| *name == file.name) {
+            report.problem(
+                &path.key("name"),
+                format!(
+                    "duplicate route name {:?} (also {})",
+                    file.name,
+                    other_path.render()
+                ),
+                "give every route its own name: names label metrics and logs",
+            );
+        }
+        names.push((file.name.clone(), path.clone()));
         if let Some(route) = build_route(report, &path, file, server) {
             for (other, other_path) in routes.iter().zip(&paths) {
-                if other.name == route.name {
-                    report.problem(
-                        &path.key("name"),
-                        format!(
-                            "duplicate route name {:?} (also {})",
-                            route.name,
-                            other_path.render()
-                        ),
-                        "give every route its own name: names label metrics and logs",
-                    );
-                }
-                if other.key.host == route.key.host
+                if other.name != route.name
+                    && other.key.host == route.key.host
                     && other.key.path_prefix == route.key.path_prefix
                     && methods_overlap(&other.key.methods, &route.key.methods)
                 {
                     report.problem(
                         &path.key("path_prefix"),
                         format!(
-                            "route {:?} takes the same host, prefix {:?} and methods as route {:?}",
-                            route.name, route.key.path_prefix, other.name
+                            "route {:?} takes the same host, prefix {:?} and methods as route {:?} ({})",
+                            route.name,
+                            route.key.path_prefix,
+                            other.name,
+                            other_path.render()
                         ),
                         "give one of them other `methods`, another `host`, or merge them",
                     );

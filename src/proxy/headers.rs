@@ -80,16 +80,16 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let connection = request.extensions().get::<ConnectInfo>().copied();
-        let host = request.headers().get(header::HOST).cloned().or_else(|| {
-            request
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
+        let host = crate::router::effective_host(&request)
+            .ok()
+            .flatten()
+            .and_then(|h| HeaderValue::from_str(h).ok());
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
         // The upstream client sets Host from the upstream URL.
         headers.remove(header::HOST);
+        // The gateway has already answered (or not) the client's 100-continue.
+        headers.remove(header::EXPECT);
 
         if let Some(info) = connection {
             let client_ip = info.remote.ip().to_string();

@@ -111,14 +111,15 @@ impl Proxy {
     }
 }
 
-/// The path the upstream sees: the normalised request path without the
-/// route's prefix when it is stripped, always starting with `/`.
+/// The path the upstream sees below its base path: the normalised request
+/// path without the route's prefix when it is stripped. Empty when the
+/// request was for the prefix itself, so `/svc` maps to the base path as it
+/// is (`/base`, or `/` without a base) and `/svc/` to `/base/`.
 fn upstream_path<'a>(path: &'a str, strip_prefix: Option<&str>) -> &'a str {
     match strip_prefix {
         Some("/") | None => path,
         Some(prefix) => match path.strip_prefix(prefix) {
-            Some("") => "/",
-            Some(rest) if rest.starts_with('/') => rest,
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
             _ => path,
         },
     }
@@ -131,6 +132,9 @@ fn target_uri(base: &Uri, path: &str, query: Option<&str>) -> Result<Uri, http::
         String::with_capacity(base_path.len() + path.len() + 1 + query.map_or(0, str::len));
     path_and_query.push_str(base_path);
     path_and_query.push_str(path);
+    if path_and_query.is_empty() {
+        path_and_query.push('/');
+    }
     if let Some(q) = query {
         path_and_query.push('?');
         path_and_query.push_str(q);
@@ -248,8 +252,9 @@ mod tests {
     #[test]
     fn strip_prefix_keeps_a_leading_slash() {
         assert_eq!(upstream_path("/orders/12", Some("/orders")), "/12");
-        assert_eq!(upstream_path("/orders", Some("/orders")), "/");
+        assert_eq!(upstream_path("/orders", Some("/orders")), "");
         assert_eq!(upstream_path("/orders/", Some("/orders")), "/");
+        assert_eq!(upstream_path("/ordersx", Some("/orders")), "/ordersx");
         assert_eq!(upstream_path("/orders/12", None), "/orders/12");
         assert_eq!(upstream_path("/x", Some("/")), "/x");
     }
@@ -262,5 +267,9 @@ mod tests {
             uri.ok().as_deref(),
             Some("http://10.0.0.1:9001/v1/items?a=1")
         );
+        let bare = target_uri(&base, "", None).map(|u| u.to_string());
+        assert_eq!(bare.ok().as_deref(), Some("http://10.0.0.1:9001/v1"));
+        let root = target_uri(&Uri::from_static("http://h"), "", None).map(|u| u.to_string());
+        assert_eq!(root.ok().as_deref(), Some("http://h/"));
     }
 }
