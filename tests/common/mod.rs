@@ -1,0 +1,835 @@
+//! The shared harness of the integration tests.
+//!
+//! - [`spawn_gateway`] runs the library's [`Gateway`] in this process, on
+//!   `127.0.0.1:0` for both listeners;
+//! - [`spawn_warden`] runs the `warden` binary with a config file, reads its
+//!   JSON log lines, and learns its ports from the `listening` line;
+//! - [`RecordingUpstream`] is a small hyper server that records every request
+//!   it gets and can be slow, stream a big answer, or add headers;
+//! - [`send`], [`get`] and [`raw_request`] are the clients: hyper-util's
+//!   pooled client for ordinary requests, raw HTTP/1.1 over a `TcpStream` for
+//!   bytes a client library would normalise or refuse to send.
+//!
+//! Nothing waits for a port by sleeping: every listener is bound before its
+//! address is handed out.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc, oneshot};
+use warden::{Config, Gateway};
+
+/// How long any single wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type the test client sends.
+pub type TestBody = BoxBody<Bytes, BoxError>;
+
+// ---------------------------------------------------------------------------
+// Configs
+
+/// A `[server]` section on ephemeral ports, followed by `rest` (more
+/// `[server]` keys first, then other sections).
+pub fn config(server_extra: &str, rest: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{server_extra}\n{rest}"
+    )
+}
+
+/// A public `[[routes]]` table.
+pub fn route(name: &str, prefix: &str, upstream: &str, extra: &str) -> String {
+    format!(
+        "\n[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"{upstream}\"\nauth = \"none\"\n{extra}\n"
+    )
+}
+
+// ---------------------------------------------------------------------------
+// The gateway, in process
+
+/// A gateway serving in a background task.
+#[derive(Debug)]
+pub struct TestGateway {
+    /// The main listener.
+    pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestGateway {
+    /// `http://{addr}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://{admin}{path}`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Triggers the shutdown and waits until `serve` has drained and returned.
+    pub async fn shutdown(mut self) {
+        if let Some(trigger) = self.shutdown.take() {
+            let _ = trigger.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(PATIENCE, task)
+                .await
+                .expect("the gateway drains within the test's patience")
+                .expect("the serve task does not panic");
+        }
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(trigger) = self.shutdown.take() {
+            let _ = trigger.send(());
+        }
+    }
+}
+
+/// Parses `toml`, binds the gateway on its (ephemeral) ports and serves it.
+pub async fn spawn_gateway(toml: &str) -> TestGateway {
+    let config = match Config::from_toml(toml, "test.toml") {
+        Ok(config) => config,
+        Err(err) => panic!("the test config is invalid:\n{err}\n---\n{toml}"),
+    };
+    let gateway = Gateway::bind(config, prometheus::Registry::new())
+        .await
+        .expect("the gateway binds 127.0.0.1:0");
+    let addr = gateway.local_addr().expect("main listener address");
+    let admin = gateway.admin_addr().expect("admin listener address");
+    let (trigger, stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(async move {
+        let _ = stop.await;
+    }));
+    TestGateway {
+        addr,
+        admin,
+        shutdown: Some(trigger),
+        task: Some(task),
+    }
+}
+
+/// An address on which nothing listens: bound, read, then released.
+pub fn refused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local address")
+}
+
+// ---------------------------------------------------------------------------
+// The recording upstream
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    /// The request target: path and query, exactly as sent.
+    pub target: String,
+    pub headers: HeaderMap,
+    /// The number of body bytes received.
+    pub body_len: u64,
+}
+
+impl Recorded {
+    /// The one value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// What the recording upstream does once it has read a request.
+#[derive(Clone, Debug, Default)]
+pub struct Behaviour {
+    /// Waits this long before answering (after recording the request).
+    pub delay: Duration,
+    /// Extra response headers.
+    pub headers: Vec<(&'static str, &'static str)>,
+    /// Answers with `count` chunks of `size` bytes, without Content-Length.
+    pub stream: Option<(usize, usize)>,
+}
+
+impl Behaviour {
+    /// Answers 200 at once.
+    pub fn ok() -> Self {
+        Self::default()
+    }
+
+    /// Answers 200 after `delay`.
+    pub fn slow(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
+    /// Streams `count` chunks of `size` bytes.
+    pub fn streaming(size: usize, count: usize) -> Self {
+        Self {
+            stream: Some((size, count)),
+            ..Self::default()
+        }
+    }
+
+    /// Adds response headers.
+    pub fn with_headers(headers: Vec<(&'static str, &'static str)>) -> Self {
+        Self {
+            headers,
+            ..Self::default()
+        }
+    }
+}
+
+/// A hyper server on `127.0.0.1:0` that records each request and answers 200.
+#[derive(Debug)]
+pub struct RecordingUpstream {
+    pub addr: SocketAddr,
+    heads: Arc<Mutex<Vec<String>>>,
+    records: Arc<Mutex<Vec<Recorded>>>,
+    arrivals: tokio::sync::Mutex<mpsc::UnboundedReceiver<Recorded>>,
+    first_body_bytes: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct UpstreamState {
+    behaviour: Behaviour,
+    heads: Arc<Mutex<Vec<String>>>,
+    records: Arc<Mutex<Vec<Recorded>>>,
+    arrivals: mpsc::UnboundedSender<Recorded>,
+    first_body_bytes: Arc<Notify>,
+}
+
+impl RecordingUpstream {
+    /// Binds and serves an upstream that behaves as `behaviour` says.
+    pub async fn start(behaviour: Behaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let (sender, arrivals) = mpsc::unbounded_channel();
+        let first_body_bytes = Arc::new(Notify::new());
+        let state = Arc::new(UpstreamState {
+            behaviour,
+            heads: heads.clone(),
+            records: records.clone(),
+            arrivals: sender,
+            first_body_bytes: first_body_bytes.clone(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(answer(&state, request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            heads,
+            records,
+            arrivals: tokio::sync::Mutex::new(arrivals),
+            first_body_bytes,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The target of every request whose head arrived, complete or not,
+    /// oldest first.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    /// Every request received in full so far, oldest first.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// The next request to arrive (in full, body included).
+    pub async fn next_request(&self) -> Recorded {
+        let mut arrivals = self.arrivals.lock().await;
+        tokio::time::timeout(PATIENCE, arrivals.recv())
+            .await
+            .expect("a request reaches the upstream")
+            .expect("the upstream is running")
+    }
+
+    /// Resolves once the first body bytes of some request have arrived.
+    pub async fn body_started(&self) {
+        tokio::time::timeout(PATIENCE, self.first_body_bytes.notified())
+            .await
+            .expect("body bytes reach the upstream");
+    }
+}
+
+async fn answer(state: &UpstreamState, request: Request<Incoming>) -> Response<TestBody> {
+    let (parts, mut body) = request.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or_else(String::new, ToString::to_string);
+    state.heads.lock().unwrap().push(target.clone());
+    let mut body_len = 0u64;
+    // Counted frame by frame: a 64 MiB body is never held in memory.
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            // The sender gave up half-way: not a request that arrived.
+            return Response::new(empty());
+        };
+        if let Some(data) = frame.data_ref() {
+            if body_len == 0 && !data.is_empty() {
+                state.first_body_bytes.notify_one();
+            }
+            body_len += data.len() as u64;
+        }
+    }
+    let recorded = Recorded {
+        method: parts.method,
+        target,
+        headers: parts.headers,
+        body_len,
+    };
+    state.records.lock().unwrap().push(recorded.clone());
+    let _ = state.arrivals.send(recorded);
+
+    let behaviour = &state.behaviour;
+    if !behaviour.delay.is_zero() {
+        tokio::time::sleep(behaviour.delay).await;
+    }
+    let mut response = match behaviour.stream {
+        Some((size, count)) => {
+            let chunk = Bytes::from(vec![b'x'; size]);
+            let frames = futures_util::stream::iter(
+                (0..count).map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone()))),
+            );
+            Response::new(BoxBody::new(StreamBody::new(frames)))
+        }
+        None => Response::new(full("upstream ok\n")),
+    };
+    for (name, value) in &behaviour.headers {
+        response.headers_mut().append(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    response
+}
+
+// ---------------------------------------------------------------------------
+// The HTTP client
+
+/// An empty request body.
+pub fn empty() -> TestBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// A request body of one buffer (with a Content-Length).
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// A streamed body of `count` chunks of `size` bytes. Without a
+/// Content-Length header it goes out chunked.
+pub fn chunks(size: usize, count: usize) -> TestBody {
+    let chunk = Bytes::from(vec![b'y'; size]);
+    let frames = futures_util::stream::iter(
+        (0..count).map(move |_| Ok::<_, BoxError>(Frame::data(chunk.clone()))),
+    );
+    BoxBody::new(StreamBody::new(frames))
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A client that speaks HTTP/2 over cleartext (prior knowledge).
+pub fn h2c_client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A response, its body read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The one value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "the body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The `X-Execution-Key` response header.
+    pub fn execution_key(&self) -> &str {
+        self.header("x-execution-key")
+            .expect("every response carries X-Execution-Key")
+    }
+}
+
+/// Sends `request` on a new HTTP/1.1 client and reads the whole response.
+pub async fn send(request: Request<TestBody>) -> Reply {
+    send_on(&client(), request).await
+}
+
+/// Sends `request` on `client` and reads the whole response.
+pub async fn send_on(
+    client: &Client<HttpConnector, TestBody>,
+    request: Request<TestBody>,
+) -> Reply {
+    let response = tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .expect("the gateway answers in time")
+        .expect("the request gets a response");
+    let (parts, body) = response.into_parts();
+    let body = tokio::time::timeout(PATIENCE, body.collect())
+        .await
+        .expect("the response body ends in time")
+        .expect("the response body reads")
+        .to_bytes();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Reply {
+    send(Request::get(url).body(empty()).unwrap()).await
+}
+
+/// `GET url` with extra headers (appended, so a name may repeat).
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = Request::get(url).body(empty()).unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    send(request).await
+}
+
+/// Asserts the JSON error answer of SPEC §3: status, `error` code,
+/// `application/json`, and an `execution_key` equal to the header's.
+pub fn assert_json_error(reply: &Reply, status: u16, code: &str) {
+    assert_eq!(
+        reply.status.as_u16(),
+        status,
+        "body: {:?}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    assert_eq!(body["error"], code, "{body}");
+    assert!(body["error_description"].is_string(), "{body}");
+    assert_eq!(
+        body["execution_key"].as_str(),
+        Some(reply.execution_key()),
+        "the body's execution_key is the header's"
+    );
+}
+
+/// Asserts that `key` is a UUID of version 7.
+pub fn assert_uuid_v7(key: &str) {
+    let uuid = uuid::Uuid::parse_str(key).unwrap_or_else(|err| panic!("{key:?}: {err}"));
+    assert_eq!(uuid.get_version_num(), 7, "{key} is not a UUIDv7");
+}
+
+// ---------------------------------------------------------------------------
+// Raw HTTP/1.1
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawReply {
+    pub status: u16,
+    /// Header names lowercased, in wire order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "the body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// Asserts the JSON error answer: status, code, and the execution key
+    /// in the body equal to the header's.
+    pub fn assert_json_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let body = self.json();
+        assert_eq!(body["error"], code, "{body}");
+        assert_eq!(
+            body["execution_key"].as_str(),
+            self.header("x-execution-key"),
+            "the body's execution_key is the header's"
+        );
+    }
+}
+
+/// `GET target` over a raw socket, with `Connection: close` and `headers`
+/// (each a full `Name: value` line).
+pub async fn raw_get(addr: SocketAddr, target: &str, headers: &[&str]) -> RawReply {
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: gateway.test\r\n");
+    for line in headers {
+        request.push_str(line);
+        request.push_str("\r\n");
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    raw_request(addr, request.as_bytes()).await
+}
+
+/// Writes `request` as it is and reads the response until the server closes.
+/// The request should ask for `Connection: close`.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> RawReply {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut read, mut write) = stream.split();
+    let mut received = Vec::new();
+    // Read while writing: a server that refuses a large request answers and
+    // closes before it has read all of it.
+    let writing = async {
+        let _ = write.write_all(request).await;
+        let _ = write.flush().await;
+    };
+    let reading = async {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+                // A reset after the answer arrived still leaves the answer.
+                Err(_) => break,
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, async { tokio::join!(writing, reading) })
+        .await
+        .expect("the server answers and closes in time");
+    parse_raw(&received)
+}
+
+fn parse_raw(bytes: &[u8]) -> RawReply {
+    let text_end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| {
+            panic!(
+                "no complete response head in {:?}",
+                String::from_utf8_lossy(bytes)
+            )
+        });
+    let head = String::from_utf8_lossy(&bytes[..text_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let raw_body = &bytes[text_end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        dechunk(raw_body)
+    } else {
+        raw_body.to_vec()
+    };
+    RawReply {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let Some(eol) = bytes.windows(2).position(|w| w == b"\r\n") else {
+            return body;
+        };
+        let size_text = String::from_utf8_lossy(&bytes[..eol]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            return body;
+        }
+        let start = eol + 2;
+        let end = (start + size).min(bytes.len());
+        body.extend_from_slice(&bytes[start..end]);
+        bytes = bytes.get(end + 2..).unwrap_or_default();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The admin listener
+
+/// `GET /metrics` on the admin listener, as text.
+pub async fn scrape(admin: SocketAddr) -> String {
+    let reply = get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    String::from_utf8(reply.body.to_vec()).expect("metrics are UTF-8")
+}
+
+/// Scrapes until every line of `wanted` is in the output. The access log and
+/// metrics are recorded when the response body ends on the server side, a
+/// moment after the client has read it, so one scrape may be early.
+pub async fn scrape_until(admin: SocketAddr, wanted: &[&str]) -> String {
+    scrape_until_within(admin, wanted, PATIENCE).await
+}
+
+/// [`scrape_until`], giving up after `patience`.
+pub async fn scrape_until_within(admin: SocketAddr, wanted: &[&str], patience: Duration) -> String {
+    let deadline = Instant::now() + patience;
+    loop {
+        let text = scrape(admin).await;
+        if wanted.iter().all(|w| text.lines().any(|line| line == *w)) {
+            return text;
+        }
+        if Instant::now() >= deadline {
+            let samples: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("warden_") && !l.contains("_bucket{"))
+                .collect();
+            panic!(
+                "metrics never showed {wanted:?}; the warden_ samples:\n{}",
+                samples.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The binary
+
+/// A config file under the test target's temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct ConfigFile {
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(text: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "warden-test-{}-{}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, text).expect("write the config file");
+        Self { path }
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 path")
+    }
+}
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// `warden ARGS`: the binary under test, with `RUST_LOG` cleared so the
+/// config decides the log level.
+pub fn warden_command(args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_warden"));
+    command.args(args).env_remove("RUST_LOG");
+    command
+}
+
+/// A `warden run` process whose stdout is read line by line.
+#[derive(Debug)]
+pub struct WardenProcess {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    lines: mpsc::UnboundedReceiver<Value>,
+    /// Lines read but not yet asked for.
+    seen: VecDeque<Value>,
+    _config: ConfigFile,
+}
+
+/// Starts `warden run --config <file with toml>` (which must log JSON) and
+/// waits for its `listening` line.
+pub async fn spawn_warden(toml: &str) -> WardenProcess {
+    let config = ConfigFile::new(toml);
+    let mut child = warden_command(&["run", "--config", config.path_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the warden binary");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (sender, lines) = mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+            if sender.send(value).is_err() {
+                break;
+            }
+        }
+    });
+    let mut process = WardenProcess {
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+        child,
+        lines,
+        seen: VecDeque::new(),
+        _config: config,
+    };
+    let listening = process
+        .next_line(|line| line["message"] == "listening")
+        .await;
+    let address = |field: &str| -> SocketAddr {
+        listening[field]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} address in {listening}"))
+    };
+    process.addr = address("listen");
+    process.admin = address("admin_listen");
+    process
+}
+
+impl WardenProcess {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -TERM <pid>`.
+    pub fn sigterm(&self) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// The first log line (from the start, lines already returned excluded)
+    /// that satisfies `wanted`; lines skipped over stay available.
+    pub async fn next_line(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        if let Some(at) = self.seen.iter().position(&wanted) {
+            return self.seen.remove(at).expect("position is in range");
+        }
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let line = tokio::time::timeout_at(deadline, self.lines.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no such log line; lines seen: {:?}", self.seen))
+                .unwrap_or_else(|| panic!("stdout closed; lines seen: {:?}", self.seen));
+            if wanted(&line) {
+                return line;
+            }
+            self.seen.push_back(line);
+        }
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "warden did not exit in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for WardenProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
