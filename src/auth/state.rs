@@ -46,12 +46,18 @@ impl moka::Expiry<String, i64> for RevokedUntil {
 pub struct InMemoryState {
     revoked: moka::sync::Cache<String, i64>,
     failures: moka::sync::Cache<String, Arc<Window>>,
+    window: Duration,
 }
 
 impl InMemoryState {
     /// A state holding at most `max_revoked` revocations and
-    /// `max_tracked` failure counters.
+    /// `max_tracked` failure counters, counting failures per [`FAILURE_WINDOW`].
     pub fn new(max_revoked: u64, max_tracked: u64) -> Self {
+        Self::with_window(max_revoked, max_tracked, FAILURE_WINDOW)
+    }
+
+    /// As [`InMemoryState::new`], with another failure window (for tests).
+    pub fn with_window(max_revoked: u64, max_tracked: u64, window: Duration) -> Self {
         Self {
             revoked: moka::sync::Cache::builder()
                 .max_capacity(max_revoked)
@@ -59,8 +65,9 @@ impl InMemoryState {
                 .build(),
             failures: moka::sync::Cache::builder()
                 .max_capacity(max_tracked)
-                .time_to_live(FAILURE_WINDOW)
+                .time_to_live(window)
                 .build(),
+            window,
         }
     }
 }
@@ -93,8 +100,8 @@ impl AuthState for InMemoryState {
     fn blocked_for(&self, subject: &str, limit: u32) -> Option<Duration> {
         let window = self.failures.get(subject)?;
         let elapsed = window.started.elapsed();
-        (window.failures.load(Ordering::Relaxed) >= limit && elapsed < FAILURE_WINDOW)
-            .then(|| FAILURE_WINDOW - elapsed)
+        (window.failures.load(Ordering::Relaxed) >= limit && elapsed < self.window)
+            .then(|| self.window - elapsed)
     }
 }
 

@@ -84,6 +84,9 @@ pub struct StartOptions {
     pub registry: Registry,
     /// Where audit events go instead of `[audit]`'s sink.
     pub audit_writer: Option<AuditWriter>,
+    /// Revocations and login-failure counters instead of the in-memory
+    /// default (a shared backend for several replicas, or a test's state).
+    pub auth_state: Option<Arc<dyn AuthState>>,
 }
 
 /// An audit sink supplied by an embedder or a test.
@@ -216,7 +219,7 @@ impl Gateway {
             config,
             StartOptions {
                 registry,
-                audit_writer: None,
+                ..StartOptions::default()
             },
         )
         .await
@@ -228,7 +231,9 @@ impl Gateway {
         let metrics = Metrics::new(options.registry)?;
         let client = UpstreamClient::new(config.server.connect_timeout)?;
         let readiness = Readiness::default();
-        let state: Arc<dyn AuthState> = Arc::new(InMemoryState::default());
+        let state: Arc<dyn AuthState> = options
+            .auth_state
+            .unwrap_or_else(|| Arc::new(InMemoryState::default()));
         let audit = match options.audit_writer {
             Some(AuditWriter { writer, capacity }) => {
                 AuditLog::with_writer(writer, capacity, metrics.audit_dropped.clone())
