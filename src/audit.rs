@@ -85,7 +85,7 @@ impl AuditLog {
         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
         match &settings.sink {
             AuditSink::Stdout => {
-                tokio::spawn(write_all(receiver, tokio::io::stdout()));
+                tokio::spawn(write_all(receiver, tokio::io::stdout(), dropped.clone()));
             }
             AuditSink::File(path) => {
                 let file = tokio::fs::OpenOptions::new()
@@ -93,7 +93,7 @@ impl AuditLog {
                     .append(true)
                     .open(path)
                     .await?;
-                tokio::spawn(write_all(receiver, file));
+                tokio::spawn(write_all(receiver, file, dropped.clone()));
             }
         }
         Ok(Self { sender, dropped })
@@ -106,7 +106,7 @@ impl AuditLog {
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_all(receiver, writer));
+        tokio::spawn(write_all(receiver, writer, dropped.clone()));
         Self { sender, dropped }
     }
 
@@ -123,7 +123,7 @@ impl AuditLog {
     }
 }
 
-async fn write_all<W>(mut receiver: mpsc::Receiver<Vec<u8>>, mut writer: W)
+async fn write_all<W>(mut receiver: mpsc::Receiver<Vec<u8>>, mut writer: W, dropped: IntCounter)
 where
     W: tokio::io::AsyncWrite + Unpin,
 {
@@ -132,6 +132,7 @@ where
         // Flush per event: an audit line must not sit in a buffer when the
         // process stops.
         if let Err(err) = written.and(writer.flush().await) {
+            dropped.inc();
             tracing::error!(error = %err, "cannot write the audit log; events are being lost");
         }
     }

@@ -240,8 +240,25 @@ async fn shutdown_signal() {
             return;
         }
     };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
+    // SIGHUP would end the process by default; until config reload exists,
+    // it is logged and ignored, so a routine `kill -HUP` does not stop serving.
+    let mut hangup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                tracing::info!(signal = "SIGTERM", "stopping");
+                return;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!(signal = "SIGINT", "stopping");
+                return;
+            }
+            Some(()) = async { hangup.as_mut()?.recv().await } => {
+                tracing::warn!(
+                    signal = "SIGHUP",
+                    "config reload is not supported by this version; restart to apply a new config"
+                );
+            }
+        }
     }
 }

@@ -1,8 +1,9 @@
 //! Claims towards the upstream, and the client's token away from it.
 //!
 //! [`ForwardClaimsLayer`] sits after auth in every route stack, `auth =
-//! "none"` routes included. It first removes every client-sent header named
-//! in `forward_claims` (so a client cannot forge them), then sets them from
+//! "none"` routes included. It first removes every client-sent header that
+//! any route's `forward_claims` names (so a client cannot forge them, not
+//! even through a route that does not forward them), then sets the route's from
 //! the verified [`Principal`] when there is one, and removes the client's
 //! `Authorization` unless the route sets `forward_authorization = true`.
 //! A claim that is a string is sent as it is; numbers and booleans as text;
@@ -31,13 +32,16 @@ pub struct ForwardSettings {
 #[derive(Clone, Debug)]
 pub struct ForwardClaimsLayer {
     settings: Arc<ForwardSettings>,
+    strip: Arc<[HeaderName]>,
 }
 
 impl ForwardClaimsLayer {
-    /// The layer for one route.
-    pub fn new(settings: ForwardSettings) -> Self {
+    /// The layer for one route; `strip` names every header any route fills
+    /// from claims.
+    pub fn new(settings: ForwardSettings, strip: Arc<[HeaderName]>) -> Self {
         Self {
             settings: Arc::new(settings),
+            strip,
         }
     }
 }
@@ -49,6 +53,7 @@ impl<S> Layer<S> for ForwardClaimsLayer {
         ForwardClaims {
             inner,
             settings: self.settings.clone(),
+            strip: self.strip.clone(),
         }
     }
 }
@@ -58,6 +63,7 @@ impl<S> Layer<S> for ForwardClaimsLayer {
 pub struct ForwardClaims<S> {
     inner: S,
     settings: Arc<ForwardSettings>,
+    strip: Arc<[HeaderName]>,
 }
 
 fn header_value(claim: &Value) -> Option<HeaderValue> {
@@ -84,6 +90,9 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let principal = request.extensions().get::<Arc<Principal>>().cloned();
         let headers = request.headers_mut();
+        for name in self.strip.iter() {
+            headers.remove(name);
+        }
         for (name, _) in &self.settings.claims {
             headers.remove(name);
         }

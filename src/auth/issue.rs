@@ -16,9 +16,10 @@ use super::keys::LoadedKey;
 use super::unix_now;
 use crate::config::IssuerSettings;
 
-/// Claims an identity's extra `claims` may not set: the issuer sets them.
-pub const RESERVED_CLAIMS: [&str; 10] = [
-    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope", "role", "txn",
+/// Claims an identity's extra `claims` may not set: the issuer sets them,
+/// or (`scp`, `scopes`) the validator reads scopes from them.
+pub const RESERVED_CLAIMS: [&str; 12] = [
+    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope", "scp", "scopes", "role", "txn",
 ];
 
 /// Signs the gateway's tokens.

@@ -304,8 +304,9 @@ fn b64_len(value: Option<&Value>) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(value?.as_str()?).ok()
 }
 
-/// Checks one JWK and builds its verifying key.
-fn check_key(
+/// Checks one JWK and builds its verifying key. Also used for public keys
+/// read from a JWK file, which get the same checks.
+pub(crate) fn check_key(
     jwk: &Value,
     policy: &Arc<IssuerPolicy>,
     allowed: &[Algorithm],

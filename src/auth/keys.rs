@@ -206,8 +206,11 @@ pub fn load(settings: &KeySettings) -> Result<LoadedKey, KeyError> {
         }
     };
     let public_jwk = match (&encoding, is_hmac(alg)) {
+        (_, true) => None,
         (Some(encoding), false) => Some(public_of(alg, encoding)?.1),
-        _ => None,
+        // A verify-only key is published too: during a rotation the retired
+        // key stays in the JWKS until its tokens have expired.
+        (None, false) => Jwk::from_decoding_key(&decoding, Some(alg)).ok(),
     };
     let public_jwk = public_jwk.map(|mut jwk| {
         jwk.common.key_id = Some(settings.kid.clone());
@@ -263,8 +266,15 @@ fn private_from_pem(
 pub fn public_from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<DecodingKey, String> {
     let trimmed = bytes.trim_ascii_start();
     if trimmed.starts_with(b"{") {
-        let jwk: Jwk = serde_json::from_slice(trimmed).map_err(|e| format!("not a JWK: {e}"))?;
-        return DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string());
+        // The checks of a remote JWKS apply: kty/alg/crv agree, RSA of at
+        // least 2048 bits and not ROCA, EC points on the curve, no oct key.
+        let jwk: serde_json::Value =
+            serde_json::from_slice(trimmed).map_err(|e| format!("not a JWK: {e}"))?;
+        let policy = std::sync::Arc::new(super::jwt::IssuerPolicy {
+            iss: String::new(),
+            audiences: Vec::new(),
+        });
+        return super::jwks::check_key(&jwk, &policy, &[alg]).map(|key| key.key);
     }
     let key = match alg {
         Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(bytes),

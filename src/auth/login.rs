@@ -174,8 +174,10 @@ struct Failure {
     description: &'static str,
     /// For the metric and the audit event; never shown to the client.
     reason: &'static str,
-    /// The identity, only when it exists.
+    /// The identity, only when it exists (for the audit event).
     identity: Option<String>,
+    /// The name failures are counted under, when it is not `identity`.
+    throttle_as: Option<String>,
     /// Counts towards throttling.
     counts: bool,
     retry_after: Option<Duration>,
@@ -188,8 +190,19 @@ fn invalid_client(reason: &'static str, identity: Option<String>) -> Failure {
         description: "invalid credentials",
         reason,
         identity,
+        throttle_as: None,
         counts: true,
         retry_after: None,
+    }
+}
+
+/// A failure for an identity that does not exist. It is throttled under the
+/// name presented, exactly as an existing one would be, so throttling does
+/// not tell which names exist; the audit event leaves the name out.
+fn unknown_identity(reason: &'static str, presented: &str) -> Failure {
+    Failure {
+        throttle_as: Some(presented.to_owned()),
+        ..invalid_client(reason, None)
     }
 }
 
@@ -200,6 +213,7 @@ fn bad_request(error: &'static str, description: &'static str) -> Failure {
         description,
         reason: error,
         identity: None,
+        throttle_as: None,
         counts: false,
         retry_after: None,
     }
@@ -527,7 +541,9 @@ impl EndpointsInner {
                     if let Some(ip) = &ip_text {
                         self.state.record_failure(&format!("ip:{ip}"));
                     }
-                    if let Some(identity) = &failure.identity {
+                    if let Some(identity) =
+                        failure.throttle_as.as_ref().or(failure.identity.as_ref())
+                    {
                         self.state.record_failure(&format!("id:{identity}"));
                     }
                 }
@@ -554,6 +570,7 @@ impl EndpointsInner {
                 description: "too many failed attempts; try again later",
                 reason: "throttled",
                 identity: None,
+                throttle_as: None,
                 counts: false,
                 retry_after: Some(wait),
             }),
@@ -672,7 +689,7 @@ impl EndpointsInner {
                             Some(identity.id.clone()),
                         ));
                     }
-                    None => return Err(invalid_client("unknown_client", None)),
+                    None => return Err(unknown_identity("unknown_client", &user)),
                 }
             }
             Presented::Basic { user, secret } => {
@@ -699,7 +716,7 @@ impl EndpointsInner {
                             Some(identity.username.clone()),
                         ));
                     }
-                    None => return Err(invalid_client("unknown_user", None)),
+                    None => return Err(unknown_identity("unknown_user", &user)),
                 }
             }
             Presented::None => return Err(invalid_client("missing_credentials", None)),
@@ -722,6 +739,7 @@ impl EndpointsInner {
                     description: "the token could not be signed",
                     reason: "signing_failed",
                     identity: None,
+                    throttle_as: None,
                     counts: false,
                     retry_after: None,
                 }
@@ -746,10 +764,11 @@ impl EndpointsInner {
                 key,
             );
         };
-        self.state.revoke(&jti, principal.exp);
+        self.state.revoke(&principal.iss, &jti, principal.exp);
         self.audit
             .event("token_revoked", key)
             .field("jti", jti.clone())
+            .field("iss", principal.iss.clone())
             .field("sub", principal.sub.clone())
             .field("exp", principal.exp)
             .field("by", "token_holder")

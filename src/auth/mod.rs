@@ -68,6 +68,9 @@ impl Default for ValidationSettings {
     }
 }
 
+/// The longest `validation.leeway` a config may set, in seconds.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
 /// The longest a verified token stays cached (less if it expires sooner),
 /// so a key removed from a JWKS stops working within this time.
 const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(300);
@@ -172,16 +175,27 @@ impl Authenticator {
     /// An unknown `kid` of a trusted issuer may trigger one refetch of its
     /// JWKS, then one more try.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
-        let principal = self.verify(token).await?;
+        self.authenticate_detailed(token).await.map_err(|(r, _)| r)
+    }
+
+    /// [`Authenticator::authenticate`], also returning the verified
+    /// principal of a token refused after verification (revoked), for the
+    /// audit log.
+    pub async fn authenticate_detailed(
+        &self,
+        token: &str,
+    ) -> Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)> {
+        let principal = self.verify(token).await.map_err(|r| (r, None))?;
         if principal
             .jti
             .as_deref()
-            .is_some_and(|jti| self.state.is_revoked(jti))
+            .is_some_and(|jti| self.state.is_revoked(&principal.iss, jti))
         {
-            return Err(Rejection {
+            let rejection = Rejection {
                 reason: Reason::TokenRevoked,
                 description: "token revoked",
-            });
+            };
+            return Err((rejection, Some(principal)));
         }
         Ok(principal)
     }
@@ -422,12 +436,12 @@ impl Service<Request<Body>> for JwtAuth {
                 .get::<crate::server::ConnectInfo>()
                 .map(|c| c.remote.ip());
             let verified = match bearer_token(request.headers()) {
-                Ok(token) => layer.authenticator.authenticate(token).await,
-                Err(rejection) => Err(rejection),
+                Ok(token) => layer.authenticator.authenticate_detailed(token).await,
+                Err(rejection) => Err((rejection, None)),
             };
             let principal = match verified {
                 Ok(principal) => principal,
-                Err(rejection) => {
+                Err((rejection, known)) => {
                     layer.count("deny", rejection.reason.as_str());
                     tracing::info!(reason = rejection.reason.as_str(), "token rejected");
                     let response = rejection_response(rejection, None, key.as_ref());
@@ -437,7 +451,7 @@ impl Service<Request<Body>> for JwtAuth {
                             method: &method,
                             path: &path,
                             client_ip,
-                            principal: None,
+                            principal: known.as_deref(),
                             status: response.status(),
                             reason: rejection.reason,
                             allowed: false,
@@ -462,7 +476,10 @@ impl Service<Request<Body>> for JwtAuth {
                     reason: denied.reason,
                     description,
                 };
-                let response = rejection_response(rejection, Some(&denied.needed), key.as_ref());
+                // The scope attribute names scopes; a claim mismatch is not one.
+                let needed =
+                    (denied.reason == Reason::InsufficientScope).then_some(denied.needed.as_str());
+                let response = rejection_response(rejection, needed, key.as_ref());
                 let usage = TokenUse {
                     method: &method,
                     path: &path,

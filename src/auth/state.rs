@@ -14,10 +14,11 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Revocations and login-failure counters.
 pub trait AuthState: Send + Sync + std::fmt::Debug {
-    /// Revokes `jti` until `exp` (seconds since the epoch).
-    fn revoke(&self, jti: &str, exp: i64);
-    /// Whether `jti` is revoked.
-    fn is_revoked(&self, jti: &str) -> bool;
+    /// Revokes the token `jti` of issuer `iss` until `exp` (seconds since
+    /// the epoch) and past it by the longest leeway a config may allow.
+    fn revoke(&self, iss: &str, jti: &str, exp: i64);
+    /// Whether the token `jti` of issuer `iss` is revoked.
+    fn is_revoked(&self, iss: &str, jti: &str) -> bool;
     /// Counts a failed login for `subject` (a client address or an identity).
     fn record_failure(&self, subject: &str);
     /// When `subject` has `limit` or more failures in the current window,
@@ -33,12 +34,20 @@ struct Window {
 
 struct RevokedUntil;
 
+/// How long past `exp` a revocation is kept: the longest `leeway` a config
+/// may set, and a minute more, so leeway can never revive a revoked token.
+pub const REVOCATION_MARGIN: Duration = Duration::from_secs(crate::auth::MAX_LEEWAY_SECS + 60);
+
 impl moka::Expiry<String, i64> for RevokedUntil {
-    fn expire_after_create(&self, _jti: &String, exp: &i64, _now: Instant) -> Option<Duration> {
-        // Kept a minute past exp, so leeway cannot revive a revoked token.
+    fn expire_after_create(&self, _key: &String, exp: &i64, _now: Instant) -> Option<Duration> {
         let remaining = u64::try_from(exp.saturating_sub(unix_now())).unwrap_or(0);
-        Some(Duration::from_secs(remaining) + FAILURE_WINDOW)
+        Some(Duration::from_secs(remaining) + REVOCATION_MARGIN)
     }
+}
+
+/// One key for an issuer's token id (`\0` cannot occur in either).
+fn revocation_key(iss: &str, jti: &str) -> String {
+    format!("{iss}\0{jti}")
 }
 
 /// [`AuthState`] in this process's memory, bounded in size.
@@ -79,12 +88,12 @@ impl Default for InMemoryState {
 }
 
 impl AuthState for InMemoryState {
-    fn revoke(&self, jti: &str, exp: i64) {
-        self.revoked.insert(jti.to_owned(), exp);
+    fn revoke(&self, iss: &str, jti: &str, exp: i64) {
+        self.revoked.insert(revocation_key(iss, jti), exp);
     }
 
-    fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.contains_key(jti)
+    fn is_revoked(&self, iss: &str, jti: &str) -> bool {
+        self.revoked.contains_key(&revocation_key(iss, jti))
     }
 
     fn record_failure(&self, subject: &str) {
@@ -112,9 +121,13 @@ mod tests {
     #[test]
     fn revocation_holds_until_expiry() {
         let state = InMemoryState::default();
-        state.revoke("abc", unix_now() + 60);
-        assert!(state.is_revoked("abc"));
-        assert!(!state.is_revoked("abd"));
+        state.revoke("https://a", "abc", unix_now() + 60);
+        assert!(state.is_revoked("https://a", "abc"));
+        assert!(!state.is_revoked("https://a", "abd"));
+        assert!(
+            !state.is_revoked("https://b", "abc"),
+            "another issuer's jti"
+        );
     }
 
     #[test]

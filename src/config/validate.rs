@@ -298,12 +298,12 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
     let issuer = build_issuer(report, sections.issuer, &keys);
     let validation = build_validation(report, sections.validation);
     let trusted_issuers = build_trusted_issuers(report, sections.trusted_issuers);
-    let routes = build_routes(report, sections.routes, &server);
+    let (routes, route_paths) = build_routes(report, sections.routes, &server);
     let login = sections
         .login
         .map(|file| build_login(report, file, issuer.as_ref()));
     let audit = build_audit(report, sections.audit);
-    check_reserved_paths(report, &routes, login.as_ref());
+    check_reserved_paths(report, &routes, &route_paths, login.as_ref());
     let verifiers = keys.len() + trusted_issuers.len();
     let unverifiable = routes
         .iter()
@@ -311,7 +311,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         .filter(|_| verifiers == 0);
     if let Some(index) = unverifiable {
         report.problem(
-            &KeyPath::default().key("routes").index(index).key("auth"),
+            &route_paths[index].key("auth"),
             format!("route {:?} requires a token, but no key could verify one", routes[index].name),
             "add a [[keys]] entry or a [[trusted_issuers]] entry, or set auth = \"none\" for a public route",
         );
@@ -334,6 +334,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
 fn check_reserved_paths(
     report: &mut Report<'_>,
     routes: &[RouteSettings],
+    paths: &[KeyPath],
     login: Option<&LoginSettings>,
 ) {
     let mut reserved = vec![JWKS_PATH.to_owned()];
@@ -341,13 +342,10 @@ fn check_reserved_paths(
         reserved.push(login.path.clone());
         reserved.push(format!("{}/revoke", login.path));
     }
-    for (index, route) in routes.iter().enumerate() {
+    for (route, path) in routes.iter().zip(paths) {
         if reserved.contains(&route.key.path_prefix) {
             report.problem(
-                &KeyPath::default()
-                    .key("routes")
-                    .index(index)
-                    .key("path_prefix"),
+                &path.key("path_prefix"),
                 format!(
                     "{:?} is the path of one of the gateway's own endpoints",
                     route.key.path_prefix
@@ -417,6 +415,13 @@ fn build_login(
     }
     let path = file.path.unwrap_or_else(|| "/auth".into());
     let normal = normalize_path(&path).ok();
+    if path == JWKS_PATH {
+        report.problem(
+            &base.key("path"),
+            "is the path of the public JWKS",
+            "use a path such as \"/auth\"",
+        );
+    }
     if normal.as_deref() != Some(path.as_str())
         || path == "/"
         || path.ends_with('/')
@@ -719,11 +724,17 @@ fn build_issuer(
 fn build_validation(report: &mut Report<'_>, file: ValidationFile) -> ValidationSettings {
     let base = KeyPath::default().key("validation");
     let defaults = ValidationSettings::default();
-    let leeway = match file.leeway.as_deref() {
-        Some("0s" | "0") => Duration::ZERO,
-        other => duration(report, &base.key("leeway"), other, defaults.leeway),
+    let leeway = match file.leeway.as_deref().map(humantime::parse_duration) {
+        Some(Ok(d)) if d.is_zero() => Duration::ZERO,
+        _ if file.leeway.as_deref() == Some("0") => Duration::ZERO,
+        _ => duration(
+            report,
+            &base.key("leeway"),
+            file.leeway.as_deref(),
+            defaults.leeway,
+        ),
     };
-    if leeway > Duration::from_secs(300) {
+    if leeway > Duration::from_secs(crate::auth::MAX_LEEWAY_SECS) {
         report.problem(
             &base.key("leeway"),
             "is longer than 5 minutes",
@@ -829,7 +840,7 @@ fn build_trusted_issuers(
                 None => report.problem(
                     &path.key("algs"),
                     format!("{name:?} is not a supported algorithm"),
-                    format!("use some of {SUPPORTED_ALGORITHMS}"),
+                    "use some of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA",
                 ),
             }
         }
@@ -846,6 +857,13 @@ fn build_trusted_issuers(
             file.refresh.as_deref(),
             Duration::from_secs(600),
         );
+        if refresh < Duration::from_secs(10) {
+            report.problem(
+                &path.key("refresh"),
+                "is shorter than 10 seconds, which would hammer the identity provider",
+                "use e.g. \"10m\"; unknown kids trigger a refetch anyway",
+            );
+        }
         let ca_file = file.ca_file.as_deref().map(|p| resolve(report, p));
         if let Some(ca) = &ca_file
             && !ca.is_file()
@@ -1044,11 +1062,12 @@ fn is_route_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// The valid routes, and the key path of each in the file.
 fn build_routes(
     report: &mut Report<'_>,
     files: Vec<(usize, RouteFile)>,
     server: &ServerSettings,
-) -> Vec<RouteSettings> {
+) -> (Vec<RouteSettings>, Vec<KeyPath>) {
     let mut routes: Vec<RouteSettings> = Vec::new();
     let mut paths: Vec<KeyPath> = Vec::new();
     // Names are compared over every route, valid or not, so a duplicate is
@@ -1092,7 +1111,7 @@ fn build_routes(
             paths.push(path);
         }
     }
-    routes
+    (routes, paths)
 }
 
 /// RFC 3986 `pchar` bytes and `/`: what a request path can hold.

@@ -11,6 +11,7 @@ use http::Request;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
+use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
 use crate::server::ConnectInfo;
 
 /// RFC 9110 §7.6.1 and the old proxy headers that are hop-by-hop in practice.
@@ -80,6 +81,10 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let connection = request.extensions().get::<ConnectInfo>().copied();
+        let execution_key = request
+            .extensions()
+            .get::<ExecutionKey>()
+            .map(|k| k.header_value().clone());
         let host = crate::router::effective_host(&request)
             .ok()
             .flatten()
@@ -116,6 +121,11 @@ where
             None => {
                 headers.remove(&X_FORWARDED_HOST);
             }
+        }
+        // Set again after the Connection-named headers went: a client cannot
+        // hide the request's key from the upstream.
+        if let Some(key) = execution_key {
+            headers.insert(EXECUTION_KEY_HEADER.clone(), key);
         }
         self.inner.call(request)
     }

@@ -16,7 +16,7 @@ use crate::auth::state::AuthState;
 use crate::auth::{Authenticator, Reason, Rejection, bearer_token, rejection_response};
 use crate::body::{self, Body};
 use crate::error::json_error;
-use crate::execution_key::ExecutionKey;
+use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
 use crate::metrics::Metrics;
 
 /// What `/readyz` waits for: a set of named conditions that parts of the
@@ -60,6 +60,9 @@ pub struct AdminAuth {
     pub state: Arc<dyn AuthState>,
     /// The audit log.
     pub audit: AuditLog,
+    /// The gateway's own `iss`: only its own tokens may operate it, never a
+    /// trusted issuer's.
+    pub own_iss: Option<String>,
 }
 
 /// The scope an operator's token needs for `/admin/*`.
@@ -78,6 +81,8 @@ pub struct Admin {
 struct RevokeRequest {
     jti: String,
     exp: i64,
+    /// The issuer of the token to revoke; the gateway's own by default.
+    iss: Option<String>,
 }
 
 impl Admin {
@@ -90,9 +95,14 @@ impl Admin {
         }
     }
 
+    /// The readiness conditions `/readyz` reports.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
     /// `POST /admin/revoke {"jti", "exp"}`, for operators.
-    async fn revoke(&self, request: Request<Incoming>) -> Response<Body> {
-        let key = ExecutionKey::generate();
+    async fn revoke(&self, request: Request<Incoming>, key: &ExecutionKey) -> Response<Body> {
+        let key = key.clone();
         let principal = match bearer_token(request.headers()) {
             Ok(token) => self.auth.authenticator.authenticate(token).await,
             Err(rejection) => Err(rejection),
@@ -101,7 +111,8 @@ impl Admin {
             Ok(principal) => principal,
             Err(rejection) => return rejection_response(rejection, None, Some(&key)),
         };
-        if !principal.scopes.iter().any(|s| s == ADMIN_SCOPE) {
+        let own_token = self.auth.own_iss.as_deref() == Some(principal.iss.as_str());
+        if !own_token || !principal.scopes.iter().any(|s| s == ADMIN_SCOPE) {
             let rejection = Rejection {
                 reason: Reason::InsufficientScope,
                 description: "the token lacks a required scope",
@@ -120,11 +131,13 @@ impl Admin {
                 Some(&key),
             );
         };
-        self.auth.state.revoke(&revoke.jti, revoke.exp);
+        let iss = revoke.iss.clone().unwrap_or_else(|| principal.iss.clone());
+        self.auth.state.revoke(&iss, &revoke.jti, revoke.exp);
         self.auth
             .audit
             .event("token_revoked", Some(&key))
             .field("jti", revoke.jti.clone())
+            .field("iss", iss)
             .field("exp", revoke.exp)
             .field("by", principal.sub.clone())
             .send();
@@ -134,6 +147,16 @@ impl Admin {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        response
+    }
+
+    /// `/admin/revoke`, with the execution key and `no-store` on every answer.
+    async fn revoke_endpoint(&self, request: Request<Incoming>) -> Response<Body> {
+        let key = ExecutionKey::generate();
+        let mut response = self.revoke(request, &key).await;
+        let headers = response.headers_mut();
+        headers.insert(EXECUTION_KEY_HEADER.clone(), key.header_value().clone());
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 
@@ -152,7 +175,7 @@ impl Admin {
                     .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 return Ok(response);
             }
-            return Ok(self.revoke(request).await);
+            return Ok(self.revoke_endpoint(request).await);
         }
         let (status, content_type, body) = match (request.method(), request.uri().path()) {
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", body::full("ok\n")),

@@ -275,6 +275,7 @@ impl Gateway {
             authenticator: authenticator.clone(),
             state,
             audit,
+            own_iss: config.issuer.as_ref().map(|i| i.iss.clone()),
         };
         let settings = config.server.clone();
         let listener =
@@ -342,6 +343,13 @@ impl Gateway {
             admin_listen = %display_addr(self.admin_addr().ok()),
             "listening"
         );
+        // The admin listener has its own task, so it keeps answering (with
+        // /readyz at 503) while client connections drain.
+        let admin_task = tokio::spawn(serve_admin(
+            self.admin_listener,
+            admin.clone(),
+            builder.clone(),
+        ));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
@@ -354,21 +362,12 @@ impl Gateway {
                         request.extensions_mut().insert(info);
                         request
                     });
-                    serve_connection(&builder, &graceful, stream, TowerToHyperService::new(service));
-                }
-                accepted = self.admin_listener.accept() => {
-                    let Some((stream, _)) = accepted_or_log(accepted).await else { continue };
-                    let admin = admin.clone();
-                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        let admin = admin.clone();
-                        async move { admin.handle(request).await }
-                    });
-                    serve_connection(&builder, &graceful, stream, service);
+                    serve_connection(&builder, Some(&graceful), stream, TowerToHyperService::new(service));
                 }
             }
         }
+        admin.readiness().wait_for("shutting down");
         drop(self.listener);
-        drop(self.admin_listener);
         let open = graceful.count();
         tracing::info!(
             open_connections = open,
@@ -381,9 +380,29 @@ impl Gateway {
                 tracing::warn!("shutdown grace period over; closing the remaining connections")
             }
         }
+        admin_task.abort();
         for task in &self.background {
             task.abort();
         }
+    }
+}
+
+/// Accepts admin connections until the task is aborted.
+async fn serve_admin(
+    listener: TcpListener,
+    admin: Admin,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+) {
+    loop {
+        let Some((stream, _)) = accepted_or_log(listener.accept().await).await else {
+            continue;
+        };
+        let admin = admin.clone();
+        let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+            let admin = admin.clone();
+            async move { admin.handle(request).await }
+        });
+        serve_connection(&builder, None, stream, service);
     }
 }
 
@@ -427,7 +446,7 @@ async fn accepted_or_log(
 
 fn serve_connection<S>(
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
+    graceful: Option<&GracefulShutdown>,
     stream: TcpStream,
     service: S,
 ) where
@@ -438,10 +457,14 @@ fn serve_connection<S>(
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = builder.clone();
-    let watcher = graceful.watcher();
+    let watcher = graceful.map(GracefulShutdown::watcher);
     tokio::spawn(async move {
         let connection = builder.serve_connection(TokioIo::new(stream), service);
-        if let Err(err) = watcher.watch(connection).await {
+        let ended = match watcher {
+            Some(watcher) => watcher.watch(connection).await,
+            None => connection.await,
+        };
+        if let Err(err) = ended {
             tracing::debug!(error = %err, "connection ended with an error");
         }
     });

@@ -44,6 +44,15 @@ pub fn build(config: &Config, shared: &Shared) -> HttpService {
     let Shared {
         metrics, endpoints, ..
     } = shared;
+    // Every header any route fills from claims: no client may send one.
+    let mut names: Vec<http::HeaderName> = config
+        .routes
+        .iter()
+        .flat_map(|r| r.forward.claims.iter().map(|(name, _)| name.clone()))
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    let claim_headers: Arc<[http::HeaderName]> = names.into();
     let routes = config
         .routes
         .iter()
@@ -53,7 +62,7 @@ pub fn build(config: &Config, shared: &Shared) -> HttpService {
                     name: route.name.as_str().into(),
                     metrics: metrics.for_route(&route.name),
                 },
-                service: route_stack(route, shared),
+                service: route_stack(route, shared, &claim_headers),
             };
             (route.key.clone(), entry)
         })
@@ -93,7 +102,11 @@ pub fn build(config: &Config, shared: &Shared) -> HttpService {
 }
 
 /// One route's stack: auth, then the header policy, then the upstream.
-fn route_stack(route: &RouteSettings, shared: &Shared) -> HttpService {
+fn route_stack(
+    route: &RouteSettings,
+    shared: &Shared,
+    claim_headers: &Arc<[http::HeaderName]>,
+) -> HttpService {
     let Shared {
         metrics,
         client,
@@ -104,11 +117,17 @@ fn route_stack(route: &RouteSettings, shared: &Shared) -> HttpService {
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
     let proxy = Proxy::new(route.upstream.clone(), strip, route.timeout, client.clone());
     let forward = ServiceBuilder::new()
-        // On every route, public ones too: client-sent copies of forwarded
-        // claim headers go, and the client's token unless the route keeps it.
-        .layer(ForwardClaimsLayer::new(route.forward.clone()))
-        // Hop-by-hop headers out, X-Forwarded-* in.
+        // Hop-by-hop headers out (with every header the client's Connection
+        // names), X-Forwarded-* and X-Execution-Key in. First, so a client
+        // cannot name the headers the next layers set.
         .layer(ForwardHeadersLayer)
+        // On every route, public ones too: client-sent copies of any route's
+        // forwarded claim headers go, the route's claims come in, and the
+        // client's token goes unless the route keeps it.
+        .layer(ForwardClaimsLayer::new(
+            route.forward.clone(),
+            claim_headers.clone(),
+        ))
         .service(proxy);
     match route.auth {
         // 401/403 before anything is rewritten or reaches the upstream.
