@@ -13,17 +13,29 @@ use crate::execution_key::ExecutionKey;
 pub async fn respond(request: Request<Body>) -> Response<Body> {
     let (parts, body) = request.into_parts();
     let key = parts.extensions.get::<ExecutionKey>().cloned();
-    let body_length = match body.collect().await {
-        Ok(collected) => collected.to_bytes().len(),
-        Err(err) if BodyTooLarge::is_cause_of(&*err) => {
-            return GatewayError::new(ErrorCode::PayloadTooLarge, err.to_string())
+    // Counted frame by frame: the echo holds no body in memory.
+    let mut body = std::pin::pin!(body);
+    let mut body_length: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    body_length += data.len() as u64;
+                }
+            }
+            Err(err) if BodyTooLarge::is_cause_of(&*err) => {
+                return GatewayError::new(ErrorCode::PayloadTooLarge, err.to_string())
+                    .into_response(key.as_ref());
+            }
+            Err(_) => {
+                return GatewayError::new(
+                    ErrorCode::BadRequest,
+                    "the request body could not be read",
+                )
                 .into_response(key.as_ref());
+            }
         }
-        Err(_) => {
-            return GatewayError::new(ErrorCode::BadRequest, "the request body could not be read")
-                .into_response(key.as_ref());
-        }
-    };
+    }
     let mut headers = serde_json::Map::new();
     for name in parts.headers.keys() {
         let values: Vec<serde_json::Value> = parts
