@@ -212,14 +212,18 @@ impl Principal {
     }
 }
 
-/// What verification found out about the token before it failed, for
-/// deciding whether to refetch a trusted issuer's keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What verification found out about the token before it failed: the
+/// unverified `kid` and `iss`, for deciding whether to refetch a trusted
+/// issuer's keys; and, when the signature verified but a claim check failed
+/// (expired, wrong audience), the signed claims, for the audit log only.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Unverified {
     /// The `kid` header, when present.
     pub kid: Option<String>,
     /// The unverified `iss` claim, when readable.
     pub iss: Option<String>,
+    /// The claims of a token whose signature verified and whose claims did not.
+    pub signed: Option<Box<Principal>>,
 }
 
 fn decode_segment(segment: &str) -> Result<Vec<u8>, Rejection> {
@@ -476,6 +480,7 @@ pub fn verify(
             .and_then(|c| c.get("iss"))
             .and_then(Value::as_str)
             .map(str::to_owned),
+        signed: None,
     };
     let fail = |r: Rejection| (r, unverified.clone());
     let key = select_key(sets, &parsed, unverified.iss.as_deref()).map_err(fail)?;
@@ -489,15 +494,21 @@ pub fn verify(
             )));
         }
     };
-    principal_from(claims, &key.issuer, now, leeway).map_err(fail)
+    let principal = principal_from(claims).map_err(fail)?;
+    match check_claims(&principal, &key.issuer, now, leeway) {
+        Ok(()) => Ok(principal),
+        Err(rejection) => Err((
+            rejection,
+            Unverified {
+                signed: Some(Box::new(principal)),
+                ..unverified
+            },
+        )),
+    }
 }
 
-fn principal_from(
-    claims: Map<String, Value>,
-    issuer: &IssuerPolicy,
-    now: i64,
-    leeway: i64,
-) -> Result<Principal, Rejection> {
+/// The claims as a principal, if their types are right (`exp` required).
+fn principal_from(claims: Map<String, Value>) -> Result<Principal, Rejection> {
     let exp = numeric_date(&claims, "exp")?
         .ok_or_else(|| reject(Reason::Malformed, "token has no exp"))?;
     let principal = Principal {
@@ -510,6 +521,16 @@ fn principal_from(
         scopes: scopes_of(&claims),
         claims,
     };
+    Ok(principal)
+}
+
+/// Time, issuer and audience, against the policy of the key that verified.
+fn check_claims(
+    principal: &Principal,
+    issuer: &IssuerPolicy,
+    now: i64,
+    leeway: i64,
+) -> Result<(), Rejection> {
     principal.check_time(now, leeway)?;
     if principal.iss != issuer.iss {
         return Err(reject(Reason::IssuerMismatch, "issuer not accepted"));
@@ -525,5 +546,5 @@ fn principal_from(
     if !audience_ok {
         return Err(reject(Reason::AudienceMismatch, "audience not accepted"));
     }
-    Ok(principal)
+    Ok(())
 }

@@ -33,7 +33,7 @@ use zeroize::Zeroizing;
 use super::issue::{Grant, Issued, TokenIssuer, public_jwks};
 use super::keys::LoadedKey;
 use super::state::AuthState;
-use super::{Authenticator, rejection_response};
+use super::{Authenticator, Principal, rejection_response};
 use crate::audit::AuditLog;
 use crate::body::{self, Body};
 use crate::error::json_error;
@@ -176,8 +176,6 @@ struct Failure {
     reason: &'static str,
     /// The identity, only when it exists (for the audit event).
     identity: Option<String>,
-    /// The name failures are counted under, when it is not `identity`.
-    throttle_as: Option<String>,
     /// Counts towards throttling.
     counts: bool,
     retry_after: Option<Duration>,
@@ -190,19 +188,8 @@ fn invalid_client(reason: &'static str, identity: Option<String>) -> Failure {
         description: "invalid credentials",
         reason,
         identity,
-        throttle_as: None,
         counts: true,
         retry_after: None,
-    }
-}
-
-/// A failure for an identity that does not exist. It is throttled under the
-/// name presented, exactly as an existing one would be, so throttling does
-/// not tell which names exist; the audit event leaves the name out.
-fn unknown_identity(reason: &'static str, presented: &str) -> Failure {
-    Failure {
-        throttle_as: Some(presented.to_owned()),
-        ..invalid_client(reason, None)
     }
 }
 
@@ -213,7 +200,6 @@ fn bad_request(error: &'static str, description: &'static str) -> Failure {
         description,
         reason: error,
         identity: None,
-        throttle_as: None,
         counts: false,
         retry_after: None,
     }
@@ -234,6 +220,7 @@ struct EndpointsInner {
     audit: AuditLog,
     tokens_issued: IntCounterVec,
     login_failures: IntCounterVec,
+    argon2_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Endpoints {
@@ -302,6 +289,9 @@ impl Endpoints {
                 audit: config.audit,
                 tokens_issued: config.tokens_issued,
                 login_failures: config.login_failures,
+                argon2_slots: tokio::sync::Semaphore::new(
+                    std::thread::available_parallelism().map_or(2, usize::from),
+                ),
             }),
         }
     }
@@ -517,7 +507,19 @@ impl EndpointsInner {
     async fn login(&self, request: Request<Body>, key: Option<&ExecutionKey>) -> Response<Body> {
         let client_ip = Self::client_ip(&request);
         let ip_text = client_ip.map(|ip| ip.to_string());
-        match self.try_login(request, key, ip_text.as_deref()).await {
+        // Attempts are counted as they begin (so parallel guesses are
+        // limited too) and taken back unless they failed on credentials.
+        let mut attempts = Vec::new();
+        let result = self
+            .try_login(request, key, ip_text.as_deref(), &mut attempts)
+            .await;
+        let counts = matches!(&result, Err(failure) if failure.counts);
+        if !counts {
+            for subject in &attempts {
+                self.state.forgive(subject);
+            }
+        }
+        match result {
             Ok((issued, method, sub)) => {
                 self.tokens_issued
                     .with_label_values(&[method.as_str()])
@@ -537,16 +539,6 @@ impl EndpointsInner {
                 self.login_failures
                     .with_label_values(&[failure.reason])
                     .inc();
-                if failure.counts {
-                    if let Some(ip) = &ip_text {
-                        self.state.record_failure(&format!("ip:{ip}"));
-                    }
-                    if let Some(identity) =
-                        failure.throttle_as.as_ref().or(failure.identity.as_ref())
-                    {
-                        self.state.record_failure(&format!("id:{identity}"));
-                    }
-                }
                 self.audit
                     .event("login_failed", key)
                     .field("reason", failure.reason)
@@ -558,23 +550,26 @@ impl EndpointsInner {
         }
     }
 
-    fn throttled(&self, subject: &str) -> Result<(), Failure> {
+    /// Counts an attempt for `subject`, or refuses it with 429.
+    fn attempt(&self, subject: String, attempts: &mut Vec<String>) -> Result<(), Failure> {
         let limit = self
             .login
             .as_ref()
             .map_or(u32::MAX, |l| l.max_failures_per_minute);
-        match self.state.blocked_for(subject, limit) {
-            Some(wait) => Err(Failure {
+        match self.state.begin_attempt(&subject, limit) {
+            Ok(()) => {
+                attempts.push(subject);
+                Ok(())
+            }
+            Err(wait) => Err(Failure {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 error: "slow_down",
                 description: "too many failed attempts; try again later",
                 reason: "throttled",
                 identity: None,
-                throttle_as: None,
                 counts: false,
                 retry_after: Some(wait),
             }),
-            None => Ok(()),
         }
     }
 
@@ -583,12 +578,13 @@ impl EndpointsInner {
         request: Request<Body>,
         key: Option<&ExecutionKey>,
         client_ip: Option<&str>,
+        attempts: &mut Vec<String>,
     ) -> Result<(Issued, LoginMethod, String), Failure> {
         let (Some(settings), Some(issuer)) = (&self.login, &self.issuer) else {
             return Err(bad_request("invalid_request", "login is not configured"));
         };
         if let Some(ip) = client_ip {
-            self.throttled(&format!("ip:{ip}"))?;
+            self.attempt(format!("ip:{ip}"), attempts)?;
         }
         let (parts, body) = request.into_parts();
         let presented = match parts.headers.get(&settings.api_key_header) {
@@ -661,7 +657,7 @@ impl EndpointsInner {
                     }
                 }
                 let identity = found.ok_or_else(|| invalid_client("bad_api_key", None))?;
-                self.throttled(&format!("id:{}", identity.id))?;
+                self.attempt(format!("id:{}", identity.id), attempts)?;
                 (
                     LoginMethod::ApiKey,
                     identity.sub.clone(),
@@ -671,7 +667,7 @@ impl EndpointsInner {
                 )
             }
             Presented::Basic { user, secret } if grant_type.is_some() => {
-                self.throttled(&format!("id:{user}"))?;
+                self.attempt(format!("id:{user}"), attempts)?;
                 let identity = settings.api_keys.iter().find(|k| k.id == user);
                 let expected = identity.map_or([0u8; 32], |k| k.key_sha256);
                 let matches = bool::from(expected.ct_eq(&sha256(secret.as_bytes())));
@@ -689,19 +685,22 @@ impl EndpointsInner {
                             Some(identity.id.clone()),
                         ));
                     }
-                    None => return Err(unknown_identity("unknown_client", &user)),
+                    None => return Err(invalid_client("unknown_client", None)),
                 }
             }
             Presented::Basic { user, secret } => {
-                self.throttled(&format!("id:{user}"))?;
+                self.attempt(format!("id:{user}"), attempts)?;
                 let identity = settings.users.iter().find(|u| u.username == user);
                 let phc =
                     identity.map_or_else(|| dummy_hash().to_owned(), |u| u.password_argon2.clone());
-                // Argon2 is deliberately slow: off the async workers.
+                // Argon2 is deliberately slow and takes 19 MiB: off the async
+                // workers, and no more at once than there are cores.
+                let permit = self.argon2_slots.acquire().await;
                 let ok =
                     tokio::task::spawn_blocking(move || verify_password(secret.as_bytes(), &phc))
                         .await
                         .unwrap_or(false);
+                drop(permit);
                 match identity {
                     Some(identity) if ok => (
                         LoginMethod::Basic,
@@ -716,7 +715,7 @@ impl EndpointsInner {
                             Some(identity.username.clone()),
                         ));
                     }
-                    None => return Err(unknown_identity("unknown_user", &user)),
+                    None => return Err(invalid_client("unknown_user", None)),
                 }
             }
             Presented::None => return Err(invalid_client("missing_credentials", None)),
@@ -739,7 +738,6 @@ impl EndpointsInner {
                     description: "the token could not be signed",
                     reason: "signing_failed",
                     identity: None,
-                    throttle_as: None,
                     counts: false,
                     retry_after: None,
                 }
@@ -747,15 +745,39 @@ impl EndpointsInner {
         Ok((issued, method, sub))
     }
 
+    /// `POST {login.path}/revoke`, audited as a `token_use` like any
+    /// request that presents a token.
     async fn revoke(&self, request: Request<Body>, key: Option<&ExecutionKey>) -> Response<Body> {
+        let started = std::time::Instant::now();
         let token = match super::bearer_token(request.headers()) {
             Ok(token) => token.to_owned(),
             Err(rejection) => return rejection_response(rejection, None, key),
         };
-        let principal = match self.authenticator.authenticate(&token).await {
-            Ok(principal) => principal,
-            Err(rejection) => return rejection_response(rejection, None, key),
+        let (response, principal, denied) =
+            match self.authenticator.authenticate_detailed(&token).await {
+                Ok(principal) => (self.revoke_token(&principal, key), Some(principal), None),
+                Err((rejection, known)) => (
+                    rejection_response(rejection, None, key),
+                    known,
+                    Some(rejection),
+                ),
+            };
+        let usage = super::TokenUse {
+            route: Endpoint::Revoke.route_name(),
+            method: request.method(),
+            path: request.uri().path(),
+            client_ip: Self::client_ip(&request),
+            principal: principal.as_deref(),
+            status: response.status(),
+            reason: denied.map_or(super::Reason::MissingToken, |r| r.reason),
+            allowed: denied.is_none(),
+            started,
         };
+        usage.audit(&self.audit, key);
+        response
+    }
+
+    fn revoke_token(&self, principal: &Principal, key: Option<&ExecutionKey>) -> Response<Body> {
         let Some(jti) = principal.jti.clone() else {
             return json_error(
                 StatusCode::BAD_REQUEST,

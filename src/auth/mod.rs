@@ -156,6 +156,35 @@ impl Authenticator {
         jwt::verify(token, &sets, unix_now(), self.leeway)
     }
 
+    /// Verifies `token` (cache first) and checks that it is not revoked.
+    /// An unknown `kid` of a trusted issuer may trigger one refetch of its
+    /// JWKS, then one more try.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
+        self.authenticate_detailed(token).await.map_err(|(r, _)| r)
+    }
+
+    /// [`Authenticator::authenticate`], also returning the verified
+    /// principal of a token refused after verification (revoked), for the
+    /// audit log.
+    pub async fn authenticate_detailed(
+        &self,
+        token: &str,
+    ) -> Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)> {
+        let principal = self.verify(token).await?;
+        if principal
+            .jti
+            .as_deref()
+            .is_some_and(|jti| self.state.is_revoked(&principal.iss, jti))
+        {
+            let rejection = Rejection {
+                reason: Reason::TokenRevoked,
+                description: "token revoked",
+            };
+            return Err((rejection, Some(principal)));
+        }
+        Ok(principal)
+    }
+
     /// The trusted issuer a token with an unknown `kid` claims to be from.
     fn issuer_to_refetch(
         &self,
@@ -171,61 +200,43 @@ impl Authenticator {
         None
     }
 
-    /// Verifies `token` (cache first) and checks that it is not revoked.
-    /// An unknown `kid` of a trusted issuer may trigger one refetch of its
-    /// JWKS, then one more try.
-    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
-        self.authenticate_detailed(token).await.map_err(|(r, _)| r)
-    }
-
-    /// [`Authenticator::authenticate`], also returning the verified
-    /// principal of a token refused after verification (revoked), for the
-    /// audit log.
-    pub async fn authenticate_detailed(
+    /// Verifies `token`, cache first. On failure, also returns the signed
+    /// claims when the signature verified (for the audit log).
+    async fn verify(
         &self,
         token: &str,
     ) -> Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)> {
-        let principal = self.verify(token).await.map_err(|r| (r, None))?;
-        if principal
-            .jti
-            .as_deref()
-            .is_some_and(|jti| self.state.is_revoked(&principal.iss, jti))
-        {
-            let rejection = Rejection {
-                reason: Reason::TokenRevoked,
-                description: "token revoked",
-            };
-            return Err((rejection, Some(principal)));
-        }
-        Ok(principal)
-    }
-
-    async fn verify(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
         if token.len() > self.max_token_bytes {
-            return Err(Rejection {
+            let rejection = Rejection {
                 reason: Reason::TokenTooLarge,
                 description: "token too large",
-            });
+            };
+            return Err((rejection, None));
         }
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
         let mut cache_key = [0u8; 32];
         cache_key.copy_from_slice(digest.as_ref());
         if let Some(principal) = self.cache.get(&cache_key) {
             self.cache_hit.inc();
-            principal.check_time(unix_now(), self.leeway)?;
-            return Ok(principal);
+            return match principal.check_time(unix_now(), self.leeway) {
+                Ok(()) => Ok(principal),
+                Err(rejection) => Err((rejection, Some(principal))),
+            };
         }
         self.cache_miss.inc();
+        let signed = |(rejection, unverified): (Rejection, jwt::Unverified)| {
+            (rejection, unverified.signed.map(|p| Arc::new(*p)))
+        };
         let verified = match self.verify_now(token) {
             Err((rejection, unverified)) if rejection.reason == Reason::UnknownKid => {
                 match self.issuer_to_refetch(&unverified) {
                     Some((issuer, kid)) if issuer.refetch_for_unknown_kid(&kid).await => {
-                        self.verify_now(token).map_err(|(r, _)| r)
+                        self.verify_now(token).map_err(signed)
                     }
-                    _ => Err(rejection),
+                    _ => Err((rejection, None)),
                 }
             }
-            other => other.map_err(|(r, _)| r),
+            other => other.map_err(signed),
         };
         let principal = Arc::new(verified?);
         self.cache.insert(cache_key, principal.clone());
@@ -347,15 +358,48 @@ impl JwtAuthLayer {
 }
 
 /// What the `token_use` audit event says about one request.
-struct TokenUse<'a> {
-    method: &'a http::Method,
-    path: &'a str,
-    client_ip: Option<std::net::IpAddr>,
-    principal: Option<&'a Principal>,
-    status: StatusCode,
-    reason: Reason,
-    allowed: bool,
-    started: Instant,
+pub(crate) struct TokenUse<'a> {
+    pub(crate) route: &'a str,
+    pub(crate) method: &'a http::Method,
+    pub(crate) path: &'a str,
+    pub(crate) client_ip: Option<std::net::IpAddr>,
+    /// The verified claims, when the signature verified.
+    pub(crate) principal: Option<&'a Principal>,
+    pub(crate) status: StatusCode,
+    /// Why it was denied; ignored when allowed.
+    pub(crate) reason: Reason,
+    pub(crate) allowed: bool,
+    pub(crate) started: Instant,
+}
+
+impl TokenUse<'_> {
+    /// Writes the `token_use` audit event: for every request that presented
+    /// a token, accepted or not, on any route or endpoint.
+    pub(crate) fn audit(&self, audit: &AuditLog, key: Option<&ExecutionKey>) {
+        let principal = self.principal;
+        audit
+            .event("token_use", key)
+            .field("jti", principal.and_then(|p| p.jti.clone()))
+            .field("sub", principal.and_then(|p| p.sub.clone()))
+            .field("iss", principal.map(|p| p.iss.clone()))
+            .field("scope", principal.map(|p| p.scopes.join(" ")))
+            .field("route", self.route)
+            .field("method", self.method.as_str())
+            .field("path", self.path)
+            .field("status", self.status.as_u16())
+            .field("decision", if self.allowed { "allow" } else { "deny" })
+            .field(
+                "reason",
+                if self.allowed {
+                    "ok"
+                } else {
+                    self.reason.as_str()
+                },
+            )
+            .field("client_ip", self.client_ip.map(|ip| ip.to_string()))
+            .field("latency_ms", self.started.elapsed().as_secs_f64() * 1000.0)
+            .send();
+    }
 }
 
 impl JwtAuthLayer {
@@ -368,29 +412,7 @@ impl JwtAuthLayer {
 
     /// `token_use`: for every request that presented a token, accepted or not.
     fn audit_use(&self, key: Option<&ExecutionKey>, usage: TokenUse<'_>) {
-        let principal = usage.principal;
-        self.audit
-            .event("token_use", key)
-            .field("jti", principal.and_then(|p| p.jti.clone()))
-            .field("sub", principal.and_then(|p| p.sub.clone()))
-            .field("iss", principal.map(|p| p.iss.clone()))
-            .field("scope", principal.map(|p| p.scopes.join(" ")))
-            .field("route", &*self.route)
-            .field("method", usage.method.as_str())
-            .field("path", usage.path)
-            .field("status", usage.status.as_u16())
-            .field("decision", if usage.allowed { "allow" } else { "deny" })
-            .field(
-                "reason",
-                if usage.allowed {
-                    "ok"
-                } else {
-                    usage.reason.as_str()
-                },
-            )
-            .field("client_ip", usage.client_ip.map(|ip| ip.to_string()))
-            .field("latency_ms", usage.started.elapsed().as_secs_f64() * 1000.0)
-            .send();
+        usage.audit(&self.audit, key);
     }
 }
 
@@ -448,6 +470,7 @@ impl Service<Request<Body>> for JwtAuth {
                     // A request without a bearer token presented none to audit.
                     if rejection.reason != Reason::MissingToken {
                         let usage = TokenUse {
+                            route: &layer.route,
                             method: &method,
                             path: &path,
                             client_ip,
@@ -481,6 +504,7 @@ impl Service<Request<Body>> for JwtAuth {
                     (denied.reason == Reason::InsufficientScope).then_some(denied.needed.as_str());
                 let response = rejection_response(rejection, needed, key.as_ref());
                 let usage = TokenUse {
+                    route: &layer.route,
                     method: &method,
                     path: &path,
                     client_ip,
@@ -497,6 +521,7 @@ impl Service<Request<Body>> for JwtAuth {
             request.extensions_mut().insert(principal.clone());
             let response = inner.call(request).await?;
             let usage = TokenUse {
+                route: &layer.route,
                 method: &method,
                 path: &path,
                 client_ip,

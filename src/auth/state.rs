@@ -19,11 +19,14 @@ pub trait AuthState: Send + Sync + std::fmt::Debug {
     fn revoke(&self, iss: &str, jti: &str, exp: i64);
     /// Whether the token `jti` of issuer `iss` is revoked.
     fn is_revoked(&self, iss: &str, jti: &str) -> bool;
-    /// Counts a failed login for `subject` (a client address or an identity).
-    fn record_failure(&self, subject: &str);
-    /// When `subject` has `limit` or more failures in the current window,
-    /// how long until the window ends.
-    fn blocked_for(&self, subject: &str, limit: u32) -> Option<Duration>;
+    /// Counts a login attempt for `subject` (a client address or an
+    /// identity) as it begins, so attempts still in flight count too. When
+    /// `limit` attempts are already counted in the current window, counts
+    /// nothing and returns how long until the window ends.
+    fn begin_attempt(&self, subject: &str, limit: u32) -> Result<(), Duration>;
+    /// Takes back an attempt of `subject` that succeeded (or was refused
+    /// before any credential was checked): only failures stay counted.
+    fn forgive(&self, subject: &str);
 }
 
 #[derive(Debug)]
@@ -96,21 +99,33 @@ impl AuthState for InMemoryState {
         self.revoked.contains_key(&revocation_key(iss, jti))
     }
 
-    fn record_failure(&self, subject: &str) {
+    fn begin_attempt(&self, subject: &str, limit: u32) -> Result<(), Duration> {
         let window = self.failures.get_with(subject.to_owned(), || {
             Arc::new(Window {
                 started: Instant::now(),
                 failures: AtomicU32::new(0),
             })
         });
-        window.failures.fetch_add(1, Ordering::Relaxed);
+        let counted = window
+            .failures
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            });
+        match counted {
+            Ok(_) => Ok(()),
+            Err(_) => Err(self
+                .window
+                .saturating_sub(window.started.elapsed())
+                .max(Duration::from_secs(1))),
+        }
     }
 
-    fn blocked_for(&self, subject: &str, limit: u32) -> Option<Duration> {
-        let window = self.failures.get(subject)?;
-        let elapsed = window.started.elapsed();
-        (window.failures.load(Ordering::Relaxed) >= limit && elapsed < self.window)
-            .then(|| self.window - elapsed)
+    fn forgive(&self, subject: &str) {
+        if let Some(window) = self.failures.get(subject) {
+            let _ = window
+                .failures
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
     }
 }
 
@@ -131,15 +146,15 @@ mod tests {
     }
 
     #[test]
-    fn failures_block_at_the_limit() {
+    fn attempts_block_at_the_limit_and_successes_are_forgiven() {
         let state = InMemoryState::default();
-        for _ in 0..2 {
-            state.record_failure("10.0.0.1");
+        for _ in 0..3 {
+            assert_eq!(state.begin_attempt("10.0.0.1", 3), Ok(()));
         }
-        assert_eq!(state.blocked_for("10.0.0.1", 3), None);
-        state.record_failure("10.0.0.1");
-        let blocked = state.blocked_for("10.0.0.1", 3);
-        assert!(blocked.is_some_and(|d| d <= FAILURE_WINDOW && d > Duration::from_secs(50)));
-        assert_eq!(state.blocked_for("10.0.0.2", 3), None);
+        let blocked = state.begin_attempt("10.0.0.1", 3);
+        assert!(blocked.is_err_and(|d| d <= FAILURE_WINDOW && d > Duration::from_secs(50)));
+        state.forgive("10.0.0.1");
+        assert_eq!(state.begin_attempt("10.0.0.1", 3), Ok(()));
+        assert_eq!(state.begin_attempt("10.0.0.2", 3), Ok(()));
     }
 }

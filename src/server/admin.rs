@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 
 use crate::audit::AuditLog;
 use crate::auth::state::AuthState;
-use crate::auth::{Authenticator, Reason, Rejection, bearer_token, rejection_response};
+use crate::auth::{Authenticator, Principal, Reason, Rejection, bearer_token, rejection_response};
 use crate::body::{self, Body};
 use crate::error::json_error;
 use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
@@ -101,25 +101,80 @@ impl Admin {
     }
 
     /// `POST /admin/revoke {"jti", "exp"}`, for operators.
-    async fn revoke(&self, request: Request<Incoming>, key: &ExecutionKey) -> Response<Body> {
-        let key = key.clone();
-        let principal = match bearer_token(request.headers()) {
-            Ok(token) => self.auth.authenticator.authenticate(token).await,
-            Err(rejection) => Err(rejection),
+    /// `/admin/revoke`: an operator's token of the gateway's own issuer with
+    /// `warden:admin`, audited as a `token_use` like any request presenting
+    /// a token; every answer carries the execution key and `no-store`.
+    async fn revoke_endpoint(&self, request: Request<Incoming>) -> Response<Body> {
+        let started = std::time::Instant::now();
+        let key = ExecutionKey::generate();
+        let (parts, body) = request.into_parts();
+        let verified = match bearer_token(&parts.headers) {
+            Ok(token) => Some(self.auth.authenticator.authenticate_detailed(token).await),
+            Err(_) => None,
         };
-        let principal = match principal {
-            Ok(principal) => principal,
-            Err(rejection) => return rejection_response(rejection, None, Some(&key)),
+        let (mut response, principal, denied) = match verified {
+            None => {
+                let rejection = Rejection {
+                    reason: Reason::MissingToken,
+                    description: "a bearer token is required",
+                };
+                (
+                    rejection_response(rejection, None, Some(&key)),
+                    None,
+                    Some(rejection),
+                )
+            }
+            Some(Err((rejection, known))) => (
+                rejection_response(rejection, None, Some(&key)),
+                known,
+                Some(rejection),
+            ),
+            Some(Ok(principal)) => {
+                let own_token = self.auth.own_iss.as_deref() == Some(principal.iss.as_str());
+                if own_token && principal.scopes.iter().any(|s| s == ADMIN_SCOPE) {
+                    (
+                        self.revoke(&principal, body, &key).await,
+                        Some(principal),
+                        None,
+                    )
+                } else {
+                    let rejection = Rejection {
+                        reason: Reason::InsufficientScope,
+                        description: "the token lacks a required scope",
+                    };
+                    let response = rejection_response(rejection, Some(ADMIN_SCOPE), Some(&key));
+                    (response, Some(principal), Some(rejection))
+                }
+            }
         };
-        let own_token = self.auth.own_iss.as_deref() == Some(principal.iss.as_str());
-        if !own_token || !principal.scopes.iter().any(|s| s == ADMIN_SCOPE) {
-            let rejection = Rejection {
-                reason: Reason::InsufficientScope,
-                description: "the token lacks a required scope",
+        if denied.is_none_or(|r| r.reason != Reason::MissingToken) {
+            let usage = crate::auth::TokenUse {
+                route: "warden-admin-revoke",
+                method: &parts.method,
+                path: parts.uri.path(),
+                client_ip: None,
+                principal: principal.as_deref(),
+                status: response.status(),
+                reason: denied.map_or(Reason::MissingToken, |r| r.reason),
+                allowed: denied.is_none(),
+                started,
             };
-            return rejection_response(rejection, Some(ADMIN_SCOPE), Some(&key));
+            usage.audit(&self.auth.audit, Some(&key));
         }
-        let body = body::read_to_limit(request.into_body(), 4096).await;
+        let headers = response.headers_mut();
+        headers.insert(EXECUTION_KEY_HEADER.clone(), key.header_value().clone());
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    /// Revokes what the operator's request body names.
+    async fn revoke(
+        &self,
+        principal: &Principal,
+        body: Incoming,
+        key: &ExecutionKey,
+    ) -> Response<Body> {
+        let body = body::read_to_limit(body, 4096).await;
         let parsed = body
             .ok()
             .and_then(|b| serde_json::from_slice::<RevokeRequest>(&b).ok());
@@ -128,14 +183,14 @@ impl Admin {
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "the body must be {\"jti\": \"...\", \"exp\": <seconds since the epoch>}",
-                Some(&key),
+                Some(key),
             );
         };
         let iss = revoke.iss.clone().unwrap_or_else(|| principal.iss.clone());
         self.auth.state.revoke(&iss, &revoke.jti, revoke.exp);
         self.auth
             .audit
-            .event("token_revoked", Some(&key))
+            .event("token_revoked", Some(key))
             .field("jti", revoke.jti.clone())
             .field("iss", iss)
             .field("exp", revoke.exp)
@@ -147,16 +202,6 @@ impl Admin {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        response
-    }
-
-    /// `/admin/revoke`, with the execution key and `no-store` on every answer.
-    async fn revoke_endpoint(&self, request: Request<Incoming>) -> Response<Body> {
-        let key = ExecutionKey::generate();
-        let mut response = self.revoke(request, &key).await;
-        let headers = response.headers_mut();
-        headers.insert(EXECUTION_KEY_HEADER.clone(), key.header_value().clone());
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 

@@ -833,3 +833,280 @@ impl Drop for WardenProcess {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The gateway with start options (audit writer, auth state)
+
+/// [`spawn_gateway`], started with `options` through [`Gateway::bind_with`]
+/// (an audit writer of the test's, an auth state with a short window...).
+pub async fn spawn_gateway_with(toml: &str, options: warden::StartOptions) -> TestGateway {
+    let config = match Config::from_toml(toml, "test.toml") {
+        Ok(config) => config,
+        Err(err) => panic!("the test config is invalid:\n{err}\n---\n{toml}"),
+    };
+    let gateway = Gateway::bind_with(config, options)
+        .await
+        .expect("the gateway binds 127.0.0.1:0");
+    let addr = gateway.local_addr().expect("main listener address");
+    let admin = gateway.admin_addr().expect("admin listener address");
+    let (trigger, stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(async move {
+        let _ = stop.await;
+    }));
+    TestGateway {
+        addr,
+        admin,
+        shutdown: Some(trigger),
+        task: Some(task),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Audit events, captured
+
+/// The audit lines a gateway wrote to the test's end of a pipe.
+#[derive(Debug)]
+pub struct AuditCapture {
+    lines: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for AuditCapture {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An audit writer for [`warden::StartOptions`] (one end of a 1 MiB pipe,
+/// `capacity` events queued at most) and the capture reading the other end.
+pub fn audit_capture(capacity: usize) -> (warden::AuditWriter, AuditCapture) {
+    let (gateway_end, test_end) = tokio::io::duplex(1 << 20);
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let task = tokio::spawn(async move {
+        let mut reader = tokio::io::BufReader::new(test_end);
+        loop {
+            let mut line = String::new();
+            match tokio::io::AsyncBufReadExt::read_line(&mut reader, &mut line).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => sink.lock().unwrap().push(line.trim_end().to_owned()),
+            }
+        }
+    });
+    let writer = warden::AuditWriter {
+        writer: Box::new(gateway_end),
+        capacity,
+    };
+    (writer, AuditCapture { lines, task })
+}
+
+impl AuditCapture {
+    /// Every line read so far, as written.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Every event read so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|err| panic!("an audit line is not JSON ({err}): {line}"))
+            })
+            .collect()
+    }
+
+    /// The first event that satisfies `wanted`, waiting for it if need be
+    /// (events are written by a task of their own, a moment after the answer).
+    pub async fn wait_for(&self, wanted: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(event) = self.events().into_iter().find(&wanted) {
+                return event;
+            }
+            if Instant::now() >= deadline {
+                panic!("no such audit event; the events: {:#?}", self.events());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Keys, tokens and files for the auth tests
+
+/// A file under the test target's temporary directory, removed on drop.
+#[derive(Debug)]
+pub struct TempFile {
+    pub path: PathBuf,
+}
+
+impl TempFile {
+    /// Writes `contents` to a new file whose name ends with `suffix`.
+    pub fn new(suffix: &str, contents: impl AsRef<[u8]>) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "warden-test-{}-{}{suffix}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::write(&path, contents).expect("write the temporary file");
+        Self { path }
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().expect("a UTF-8 path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A key that signs the test's tokens, with its kid and algorithm.
+pub struct TestKey {
+    pub kid: String,
+    pub alg: jsonwebtoken::Algorithm,
+    pub encoding: jsonwebtoken::EncodingKey,
+    /// PKCS#8 PEM of an asymmetric key; the secret of an HS key.
+    pub material: String,
+}
+
+impl std::fmt::Debug for TestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TestKey {
+    /// A new key for `alg` (ES256, ES384, RS*, PS*, EdDSA or HS*), made the way
+    /// `warden keygen` makes one.
+    pub fn generate(kid: &str, alg: jsonwebtoken::Algorithm) -> Self {
+        use jsonwebtoken::{Algorithm, EncodingKey};
+        warden::install_crypto_providers();
+        let der = warden::auth::keys::generate_der(alg).expect("generate a key");
+        let (encoding, material) = match alg {
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
+                // A printable secret, so it can live in a file as text.
+                let secret = hex(&der);
+                (EncodingKey::from_secret(secret.as_bytes()), secret)
+            }
+            Algorithm::ES256 | Algorithm::ES384 => (
+                EncodingKey::from_ec_der(&der),
+                warden::auth::keys::pkcs8_pem(&der).to_string(),
+            ),
+            Algorithm::EdDSA => (
+                EncodingKey::from_ed_der(&der),
+                warden::auth::keys::pkcs8_pem(&der).to_string(),
+            ),
+            _ => {
+                let pem = warden::auth::keys::pkcs8_pem(&der).to_string();
+                (
+                    EncodingKey::from_rsa_pem(pem.as_bytes()).expect("an RSA PEM"),
+                    pem,
+                )
+            }
+        };
+        Self {
+            kid: kid.to_owned(),
+            alg,
+            encoding,
+            material,
+        }
+    }
+
+    /// The key material in a temporary file: `private_key_file` or `secret_file`.
+    pub fn file(&self) -> TempFile {
+        TempFile::new(".key", &self.material)
+    }
+
+    /// A `[[keys]]` table for this key, read from `file`.
+    pub fn config_entry(&self, file: &TempFile) -> String {
+        let source = if warden::auth::keys::is_hmac(self.alg) {
+            "secret_file"
+        } else {
+            "private_key_file"
+        };
+        format!(
+            "\n[[keys]]\nkid = \"{}\"\nalg = \"{}\"\n{source} = \"{}\"\n",
+            self.kid,
+            warden::auth::keys::alg_name(self.alg),
+            file.path_str()
+        )
+    }
+
+    /// The public JWK, as an identity provider publishes it (kid, alg, use).
+    pub fn public_jwk(&self) -> Value {
+        let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&self.encoding, self.alg)
+            .expect("a public JWK");
+        jwk.common.key_id = Some(self.kid.clone());
+        let mut value = serde_json::to_value(&jwk).expect("a JWK serialises");
+        value["use"] = "sig".into();
+        value
+    }
+
+    /// `header.claims.signature`, with exactly this header and these claims.
+    pub fn sign(&self, header: &Value, claims: &Value) -> String {
+        use base64::Engine;
+        let encode = |value: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+        };
+        let input = format!("{}.{}", encode(header), encode(claims));
+        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg)
+            .expect("the key signs");
+        format!("{input}.{signature}")
+    }
+
+    /// A token with the usual header (`alg`, `typ`, this `kid`) and `claims`.
+    pub fn token(&self, claims: &Value) -> String {
+        self.sign(&self.header(), claims)
+    }
+
+    /// The usual header: `{"alg", "typ": "JWT", "kid"}`.
+    pub fn header(&self) -> Value {
+        serde_json::json!({
+            "alg": warden::auth::keys::alg_name(self.alg),
+            "typ": "JWT",
+            "kid": self.kid,
+        })
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`, as lowercase hex (the form of `key_sha256`).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref())
+}
+
+/// The payload of a compact JWS, decoded without any check.
+pub fn token_claims(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a compact JWS");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("a base64url payload");
+    serde_json::from_slice(&bytes).expect("a JSON payload")
+}
+
+/// The value of one sample (`name{labels}` as the text format writes it,
+/// labels sorted by name) in a scrape; 0 when absent.
+pub fn metric_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+                .and_then(|value| value.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
