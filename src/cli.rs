@@ -234,3 +234,107 @@ pub fn token(
         .map(|issued| issued.token)
         .map_err(|e| e.to_string())
 }
+
+/// The store of `config`'s `[credentials]`, opened with its master key.
+pub fn credential_store(
+    config: &crate::Config,
+) -> Result<crate::credentials::store::Store, String> {
+    use crate::credentials::store::{MasterKey, Store};
+    let settings = config
+        .credentials
+        .as_ref()
+        .ok_or("the config has no [credentials] section")?;
+    let key = MasterKey::load(&settings.master_key).map_err(|e| e.to_string())?;
+    Ok(Store::new(settings.store.clone(), key))
+}
+
+/// `warden credentials init`: creates an empty store under a new master
+/// key and returns the key's base64, to be shown once.
+pub fn credentials_init(config: &crate::Config) -> Result<zeroize::Zeroizing<String>, String> {
+    use crate::credentials::store::{MasterKey, Store};
+    let settings = config
+        .credentials
+        .as_ref()
+        .ok_or("the config has no [credentials] section")?;
+    let key = MasterKey::generate().map_err(|e| e.to_string())?;
+    Store::new(settings.store.clone(), key.clone())
+        .create()
+        .map_err(|e| e.to_string())?;
+    Ok(key.to_base64())
+}
+
+/// `warden credentials set`: stores (or replaces) a credential.
+pub fn credentials_set(
+    config: &crate::Config,
+    name: &str,
+    input: crate::credentials::CredentialInput,
+) -> Result<serde_json::Value, String> {
+    if !crate::server::admin::is_credential_name(name) {
+        return Err(format!(
+            "{name:?} is not a credential name (1-64 of letters, digits, '-', '_', '.')"
+        ));
+    }
+    let store = credential_store(config)?;
+    let existing = store
+        .read()
+        .map_err(|e| e.to_string())?
+        .credentials
+        .get(name)
+        .cloned();
+    let credential = input.build(existing.as_ref())?;
+    let summary = credential.summary(name);
+    store
+        .update(|contents| contents.credentials.insert(name.to_owned(), credential))
+        .map_err(|e| e.to_string())?;
+    Ok(summary)
+}
+
+/// `warden credentials list`: one line per credential, never a secret.
+pub fn credentials_list(config: &crate::Config) -> Result<String, String> {
+    let store = credential_store(config)?;
+    let contents = store.read().map_err(|e| e.to_string())?;
+    let mut out = format!(
+        "{:<24} {:<8} {:<28} {:<20} {:<20}\n",
+        "NAME", "KIND", "LOCATION", "CREATED", "UPDATED"
+    );
+    let time = |secs: i64| {
+        let at = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+        humantime::format_rfc3339_seconds(at).to_string()
+    };
+    for (name, credential) in &contents.credentials {
+        let location = credential
+            .location()
+            .map_or_else(|| "-".to_owned(), |l| l.to_string());
+        out.push_str(&format!(
+            "{:<24} {:<8} {:<28} {:<20} {:<20}\n",
+            name,
+            credential.kind.name(),
+            location,
+            time(credential.created),
+            time(credential.updated)
+        ));
+    }
+    Ok(out)
+}
+
+/// `warden credentials remove`.
+pub fn credentials_remove(config: &crate::Config, name: &str) -> Result<(), String> {
+    let store = credential_store(config)?;
+    let removed = store
+        .update(|contents| contents.credentials.remove(name))
+        .map_err(|e| e.to_string())?;
+    removed
+        .map(|_| ())
+        .ok_or_else(|| format!("no credential named {name:?}"))
+}
+
+/// `warden credentials rotate-master-key`: re-encrypts the store under a
+/// new key and returns its base64, to be shown once.
+pub fn credentials_rotate(config: &crate::Config) -> Result<zeroize::Zeroizing<String>, String> {
+    use crate::credentials::store::MasterKey;
+    let store = credential_store(config)?;
+    let key = MasterKey::generate().map_err(|e| e.to_string())?;
+    store.rotate(key.clone()).map_err(|e| e.to_string())?;
+    Ok(key.to_base64())
+}

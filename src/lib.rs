@@ -18,13 +18,16 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod execution_key;
 pub mod metrics;
 pub mod observe;
+pub mod outbound;
 pub mod proxy;
 pub mod router;
 pub mod routes;
+pub mod secret;
 pub mod server;
 pub mod telemetry;
 

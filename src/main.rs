@@ -52,9 +52,72 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
     },
+    /// Manage the encrypted store of upstream credentials.
+    Credentials {
+        #[command(subcommand)]
+        action: CredentialsCommand,
+    },
     /// Check one compact JWS's signature and print its header and payload
     /// (exit 0 valid, 1 not).
     Verify(VerifyArgs),
+}
+
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum CredentialsCommand {
+    /// Create an empty store and print a new master key (once).
+    Init,
+    /// Store a credential; its secret is read from stdin (no echo on a terminal).
+    Set {
+        /// The credential's name (routes use it in `inject`).
+        name: String,
+        /// api_key, secret, basic, bearer or oauth2.
+        #[arg(long)]
+        kind: String,
+        /// Inject into this header.
+        #[arg(long)]
+        header: Option<String>,
+        /// Inject as this query parameter.
+        #[arg(long)]
+        query: Option<String>,
+        /// Inject at `{credential}` in the route's upstream URL.
+        #[arg(long)]
+        path: bool,
+        /// Inject as this top-level field of a JSON body.
+        #[arg(long)]
+        body: Option<String>,
+        /// basic: the user name.
+        #[arg(long)]
+        username: Option<String>,
+        /// oauth2: the token endpoint.
+        #[arg(long)]
+        token_url: Option<String>,
+        /// oauth2: the client id.
+        #[arg(long)]
+        client_id: Option<String>,
+        /// oauth2: the scope to ask for.
+        #[arg(long)]
+        scope: Option<String>,
+        /// oauth2: an extra token-endpoint parameter, k=v (repeatable).
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// oauth2: how the client authenticates (basic or form).
+        #[arg(long)]
+        client_auth: Option<String>,
+        /// oauth2: read a refresh token from stdin's second line.
+        #[arg(long)]
+        refresh_token: bool,
+    },
+    /// List the credentials: name, kind, location, times; never a value.
+    List,
+    /// Remove a credential.
+    Remove {
+        /// The credential's name.
+        name: String,
+    },
+    /// Re-encrypt the store under a new master key and print it (once).
+    RotateMasterKey,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +163,13 @@ fn main() -> ExitCode {
             }
             Err(err) => fail(&err),
         },
+        Command::Credentials { action } => {
+            let (_, config) = match load(config) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            credentials(&config, action)
+        }
         Command::Token { sub, scope, ttl } => {
             let (_, config) = match load(config) {
                 Ok(loaded) => loaded,
@@ -113,6 +183,119 @@ fn main() -> ExitCode {
                 Err(err) => fail(&err),
             }
         }
+    }
+}
+
+/// Reads secret lines from stdin: prompted without echo on a terminal.
+fn read_secrets(prompts: &[&str]) -> Result<Vec<zeroize::Zeroizing<String>>, String> {
+    use std::io::{BufRead, IsTerminal};
+    let mut lines = Vec::new();
+    if std::io::stdin().is_terminal() {
+        for prompt in prompts {
+            let line = rpassword::prompt_password(prompt).map_err(|e| e.to_string())?;
+            lines.push(zeroize::Zeroizing::new(line));
+        }
+    } else {
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        for _ in prompts {
+            let mut line = zeroize::Zeroizing::new(String::new());
+            input.read_line(&mut line).map_err(|e| e.to_string())?;
+            let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+            lines.push(zeroize::Zeroizing::new(trimmed));
+        }
+    }
+    Ok(lines)
+}
+
+fn credentials(config: &warden::Config, action: CredentialsCommand) -> ExitCode {
+    use warden::credentials::{ClientAuth, CredentialInput};
+    use warden::secret::SecretString;
+    let result = match action {
+        CredentialsCommand::Init => warden::cli::credentials_init(config).map(|key| {
+            let var = match config.credentials.as_ref().map(|c| &c.master_key) {
+                Some(warden::credentials::store::MasterKeySource::Env(var)) => var.clone(),
+                _ => "the master_key_file".into(),
+            };
+            format!(
+                "created the credential store. Its master key (shown once; keep it in {var}):\n{}\n",
+                &*key
+            )
+        }),
+        CredentialsCommand::Set {
+            name,
+            kind,
+            header,
+            query,
+            path,
+            body,
+            username,
+            token_url,
+            client_id,
+            scope,
+            params,
+            client_auth,
+            refresh_token,
+        } => {
+            let prompt = match kind.as_str() {
+                "basic" => "password: ",
+                "oauth2" => "client secret: ",
+                _ => "secret: ",
+            };
+            let mut prompts = vec![prompt];
+            if refresh_token {
+                prompts.push("refresh token: ");
+            }
+            let secrets = match read_secrets(&prompts) {
+                Ok(secrets) => secrets,
+                Err(err) => return fail(&format!("cannot read the secret: {err}")),
+            };
+            let mut param_map = std::collections::BTreeMap::new();
+            for param in params {
+                match param.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => {
+                        param_map.insert(k.to_owned(), v.to_owned());
+                    }
+                    _ => return fail(&format!("--param {param:?} is not k=v")),
+                }
+            }
+            let client_auth = match client_auth.as_deref() {
+                None => None,
+                Some("basic") => Some(ClientAuth::Basic),
+                Some("form") => Some(ClientAuth::Form),
+                Some(other) => return fail(&format!("--client-auth {other:?}: use basic or form")),
+            };
+            let input = CredentialInput {
+                kind,
+                value: secrets.first().map(|s| SecretString::new(s.as_str())),
+                username,
+                token_url,
+                client_id,
+                scope,
+                refresh_token: secrets.get(1).map(|s| SecretString::new(s.as_str())),
+                params: param_map,
+                client_auth,
+                header,
+                query,
+                path,
+                body,
+            };
+            warden::cli::credentials_set(config, &name, input).map(|summary| format!("stored {summary}\n"))
+        }
+        CredentialsCommand::List => warden::cli::credentials_list(config),
+        CredentialsCommand::Remove { name } => {
+            warden::cli::credentials_remove(config, &name).map(|()| format!("removed {name}\n"))
+        }
+        CredentialsCommand::RotateMasterKey => warden::cli::credentials_rotate(config).map(|key| {
+            format!("re-encrypted the store. The new master key (shown once; replace the old one):\n{}\n", &*key)
+        }),
+    };
+    match result {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => fail(&err),
     }
 }
 

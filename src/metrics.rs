@@ -34,6 +34,8 @@ pub struct Metrics {
     pub login_failures: IntCounterVec,
     /// `warden_audit_events_dropped_total`.
     pub audit_dropped: prometheus::IntCounter,
+    /// `warden_credential_refresh_total{credential,result}`.
+    pub credential_refresh: IntCounterVec,
 }
 
 /// The `route` label of requests no route matched.
@@ -102,6 +104,14 @@ impl Metrics {
             "warden_audit_events_dropped_total",
             "Audit events dropped because the audit writer fell behind.",
         )?;
+        let credential_refresh = IntCounterVec::new(
+            Opts::new(
+                "warden_credential_refresh_total",
+                "OAuth2 access-token requests for upstream credentials, by credential and result.",
+            ),
+            &["credential", "result"],
+        )?;
+        registry.register(Box::new(credential_refresh.clone()))?;
         registry.register(Box::new(tokens_issued.clone()))?;
         registry.register(Box::new(login_failures.clone()))?;
         registry.register(Box::new(audit_dropped.clone()))?;
@@ -128,6 +138,7 @@ impl Metrics {
             tokens_issued,
             login_failures,
             audit_dropped,
+            credential_refresh,
         })
     }
 

@@ -174,6 +174,8 @@ pub struct RouteSettings {
     pub authz: crate::auth::RouteAuthz,
     /// Claims towards the upstream; the client's token kept or not.
     pub forward: crate::auth::forward::ForwardSettings,
+    /// The upstream credential injected, if any.
+    pub inject: Option<crate::credentials::inject::InjectSettings>,
 }
 
 /// What a route is matched on.

@@ -23,9 +23,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use prometheus::IntCounter;
@@ -79,36 +76,7 @@ pub enum FetchError {
     Document(String),
 }
 
-type JwksClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// Builds the HTTPS client for one issuer: webpki roots plus `ca_file`.
-fn client(ca_file: Option<&PathBuf>) -> Result<JwksClient, FetchError> {
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| FetchError::Tls(format!("cannot read {}: {e}", path.display())))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| FetchError::Tls(format!("{}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| FetchError::Tls(format!("{}: {e}", path.display())))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| FetchError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
-}
+type JwksClient = crate::outbound::HttpsClient<Empty<Bytes>>;
 
 /// A trusted issuer and the keys currently held for it.
 pub struct TrustedIssuer {
@@ -139,7 +107,8 @@ impl TrustedIssuer {
         refresh_total: &prometheus::IntCounterVec,
         readiness: Readiness,
     ) -> Result<Arc<Self>, FetchError> {
-        let client = client(settings.ca_file.as_ref())?;
+        let client =
+            crate::outbound::https_client(settings.ca_file.as_deref()).map_err(FetchError::Tls)?;
         readiness.wait_for(readiness_name(&settings.iss));
         Ok(Arc::new(Self {
             policy: Arc::new(IssuerPolicy {

@@ -81,6 +81,26 @@ pub(crate) struct RouteFile {
     pub require_claims: Option<BTreeMap<String, Vec<String>>>,
     pub forward_claims: Option<BTreeMap<String, String>>,
     pub forward_authorization: Option<bool>,
+    pub inject: Option<InjectFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InjectFile {
+    pub credential: String,
+    pub header: Option<String>,
+    pub query: Option<String>,
+    #[serde(default)]
+    pub path: bool,
+    pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialsFile {
+    pub store: String,
+    pub master_key_env: Option<String>,
+    pub master_key_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -24,6 +24,7 @@ use crate::auth::ValidationSettings;
 use crate::auth::jwks::TrustedIssuerSettings;
 use crate::auth::keys::LoadedKey;
 use crate::auth::login::LoginSettings;
+use crate::credentials::CredentialsSettings;
 use crate::routes::RouteSettings;
 use crate::server::ServerSettings;
 use crate::telemetry::LogSettings;
@@ -49,6 +50,8 @@ pub struct Config {
     pub login: Option<LoginSettings>,
     /// `[audit]`.
     pub audit: AuditSettings,
+    /// `[credentials]`, when upstream credentials are stored.
+    pub credentials: Option<CredentialsSettings>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteSettings>,
 }

@@ -11,8 +11,8 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::file::{
-    AuditFile, IssuerFile, KeyFile, LogFile, LoginFile, OneOrMany, RouteFile, ServerFile,
-    TrustedIssuerFile, ValidationFile,
+    AuditFile, CredentialsFile, IssuerFile, KeyFile, LogFile, LoginFile, OneOrMany, RouteFile,
+    ServerFile, TrustedIssuerFile, ValidationFile,
 };
 use super::{Config, ConfigError, IssuerSettings, Location, Problem};
 use crate::audit::{AuditSettings, AuditSink};
@@ -162,6 +162,7 @@ struct Sections {
     trusted_issuers: Vec<(usize, TrustedIssuerFile)>,
     login: Option<LoginFile>,
     audit: AuditFile,
+    credentials: Option<CredentialsFile>,
     routes: Vec<(usize, RouteFile)>,
 }
 
@@ -203,7 +204,7 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
 }
 
 const SECTIONS: &str =
-    "server, log, audit, keys, issuer, validation, trusted_issuers, login, routes";
+    "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, routes";
 
 /// Deserializes every element of an array of tables (`[[name]]`).
 fn array_section<'a, T: DeserializeOwned>(
@@ -251,6 +252,11 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
             "keys" => sections.keys = array_section(report, "keys", value),
             "trusted_issuers" => {
                 sections.trusted_issuers = array_section(report, "trusted_issuers", value);
+            }
+            "credentials" => {
+                let path = KeyPath::default().key("credentials");
+                sections.credentials =
+                    report.section(&path, value, "see docs/configuration.md#credentials");
             }
             "login" => {
                 let path = KeyPath::default().key("login");
@@ -303,6 +309,18 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         .login
         .map(|file| build_login(report, file, issuer.as_ref()));
     let audit = build_audit(report, sections.audit);
+    let credentials = sections
+        .credentials
+        .map(|file| build_credentials(report, file));
+    if credentials.is_none()
+        && let Some(index) = routes.iter().position(|r| r.inject.is_some())
+    {
+        report.problem(
+            &route_paths[index].key("inject"),
+            "the route injects a credential, but [credentials] is not configured",
+            "add [credentials] with store and master_key_env (or master_key_file)",
+        );
+    }
     check_reserved_paths(report, &routes, &route_paths, login.as_ref());
     let verifiers = keys.len() + trusted_issuers.len();
     let unverifiable = routes
@@ -326,7 +344,39 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         trusted_issuers,
         login,
         audit,
+        credentials,
         routes,
+    }
+}
+
+fn build_credentials(
+    report: &mut Report<'_>,
+    file: CredentialsFile,
+) -> crate::credentials::CredentialsSettings {
+    use crate::credentials::store::MasterKeySource;
+    let base = KeyPath::default().key("credentials");
+    if file.store.is_empty() {
+        report.problem(
+            &base.key("store"),
+            "must not be empty",
+            "e.g. store = \"credentials.store\"",
+        );
+    }
+    let master_key = match (file.master_key_env, file.master_key_file) {
+        (Some(var), None) if !var.is_empty() => MasterKeySource::Env(var),
+        (None, Some(path)) if !path.is_empty() => MasterKeySource::File(resolve(report, &path)),
+        _ => {
+            report.problem(
+                &base,
+                "needs exactly one of master_key_env and master_key_file",
+                "name the environment variable (or file) that holds the base64 master key from `warden credentials init`",
+            );
+            MasterKeySource::Env(String::new())
+        }
+    };
+    crate::credentials::CredentialsSettings {
+        store: resolve(report, &file.store),
+        master_key,
     }
 }
 
@@ -1219,6 +1269,49 @@ fn build_route(
 
     let authz = build_authz(report, path, &file);
     let forward = build_forward(report, path, &file);
+    let inject = file.inject.as_ref().and_then(|inject| {
+        let location = crate::credentials::location_of(
+            inject.header.as_deref(),
+            inject.query.as_deref(),
+            inject.path,
+            inject.body.as_deref(),
+        );
+        match location {
+            Ok(location) if !inject.credential.is_empty() => {
+                Some(crate::credentials::inject::InjectSettings {
+                    credential: inject.credential.clone(),
+                    location,
+                })
+            }
+            Ok(_) => {
+                report.problem(
+                    &path.key("inject").key("credential"),
+                    "must name a stored credential",
+                    "e.g. inject = { credential = \"orders-api-key\" }",
+                );
+                None
+            }
+            Err(why) => {
+                report.problem(
+                    &path.key("inject"),
+                    why,
+                    "give at most one of header, query, path = true, body",
+                );
+                None
+            }
+        }
+    });
+    let placeholder = match &file.upstream {
+        OneOrMany::One(url) => url.contains(CREDENTIAL_PLACEHOLDER),
+        OneOrMany::Many(urls) => urls.iter().any(|u| u.contains(CREDENTIAL_PLACEHOLDER)),
+    };
+    if placeholder && inject.is_none() {
+        report.problem(
+            &path.key("upstream"),
+            "holds {credential}, but the route injects no credential",
+            "add inject = { credential = \"...\", path = true }, or remove {credential}",
+        );
+    }
     let upstream = build_upstream(report, &path.key("upstream"), file.upstream);
 
     let timeout = duration(
@@ -1264,8 +1357,12 @@ fn build_route(
         auth,
         authz,
         forward,
+        inject,
     })
 }
+
+/// Where a path credential goes in an upstream URL.
+const CREDENTIAL_PLACEHOLDER: &str = "{credential}";
 
 fn is_scope_token(scope: &str) -> bool {
     // RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -1411,7 +1508,19 @@ fn build_upstream(report: &mut Report<'_>, path: &KeyPath, file: OneOrMany) -> O
 }
 
 fn parse_upstream_url(text: &str) -> Result<Uri, &'static str> {
+    // `{credential}` is kept in its percent-encoded form, which a URI can
+    // hold; the proxy puts the credential there.
+    let text = text.replace(
+        CREDENTIAL_PLACEHOLDER,
+        crate::proxy::ENCODED_CREDENTIAL_PLACEHOLDER,
+    );
     let uri: Uri = text.parse().map_err(|_| "it does not parse as a URL")?;
+    if uri.authority().is_some_and(|a| {
+        a.as_str()
+            .contains(crate::proxy::ENCODED_CREDENTIAL_PLACEHOLDER)
+    }) {
+        return Err("{credential} can only be in the path");
+    }
     match uri.scheme_str() {
         Some("http" | "https") => {}
         Some(_) => return Err("the scheme must be http or https"),

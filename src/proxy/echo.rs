@@ -36,13 +36,35 @@ pub async fn respond(request: Request<Body>) -> Response<Body> {
             }
         }
     }
+    // The echo answers the client, so an injected credential never appears
+    // in it: sensitive headers and any copy of the injected value are redacted.
+    let injected = parts
+        .extensions
+        .get::<crate::credentials::inject::InjectedValue>()
+        .map(|i| i.0.expose().to_owned())
+        .filter(|v| !v.is_empty());
+    let redact = |text: &str| -> String {
+        match &injected {
+            Some(secret) => text.replace(secret.as_str(), "[redacted]").replace(
+                &crate::credentials::inject::percent_encode(secret),
+                "[redacted]",
+            ),
+            None => text.to_owned(),
+        }
+    };
     let mut headers = serde_json::Map::new();
     for name in parts.headers.keys() {
         let values: Vec<serde_json::Value> = parts
             .headers
             .get_all(name)
             .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned().into())
+            .map(|v| {
+                if v.is_sensitive() {
+                    "[redacted]".into()
+                } else {
+                    redact(&String::from_utf8_lossy(v.as_bytes())).into()
+                }
+            })
             .collect();
         let value = if values.len() == 1 {
             values.into_iter().next().unwrap_or_default()
@@ -53,8 +75,8 @@ pub async fn respond(request: Request<Body>) -> Response<Body> {
     }
     let echo = serde_json::json!({
         "method": parts.method.as_str(),
-        "path": parts.uri.path(),
-        "query": parts.uri.query(),
+        "path": redact(parts.uri.path()),
+        "query": parts.uri.query().map(redact),
         "headers": headers,
         "body_length": body_length,
     });

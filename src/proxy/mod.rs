@@ -125,6 +125,30 @@ fn upstream_path<'a>(path: &'a str, strip_prefix: Option<&str>) -> &'a str {
     }
 }
 
+/// `{credential}` in an upstream URL, as the URL holds it.
+pub const ENCODED_CREDENTIAL_PLACEHOLDER: &str = "%7Bcredential%7D";
+
+/// The target with `{credential}` replaced by the injected path credential;
+/// `None` when the URL needs one and none was injected.
+fn with_path_credential<'a, B>(
+    target: &'a Uri,
+    request: &Request<B>,
+) -> Option<std::borrow::Cow<'a, Uri>> {
+    use std::borrow::Cow;
+    if !target.path().contains(ENCODED_CREDENTIAL_PLACEHOLDER) {
+        return Some(Cow::Borrowed(target));
+    }
+    let credential = request
+        .extensions()
+        .get::<crate::credentials::inject::PathCredential>()?;
+    let path = target
+        .path()
+        .replace(ENCODED_CREDENTIAL_PLACEHOLDER, credential.0.expose());
+    let mut parts = target.clone().into_parts();
+    parts.path_and_query = PathAndQuery::try_from(path).ok();
+    Uri::from_parts(parts).ok().map(Cow::Owned)
+}
+
 /// `base` (scheme, authority, optional base path) joined with the request path and query.
 fn target_uri(base: &Uri, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
@@ -173,7 +197,18 @@ impl Service<Request<Body>> for Proxy {
                 Upstream::Http(targets) => targets,
             };
             let index = inner.next.fetch_add(1, Ordering::Relaxed) % targets.len();
-            let uri = match target_uri(&targets[index], &path, query.as_deref()) {
+            let target = match with_path_credential(&targets[index], &request) {
+                Some(target) => target,
+                None => {
+                    return Ok(crate::error::json_error(
+                        http::StatusCode::BAD_GATEWAY,
+                        "upstream_credential_unavailable",
+                        "the upstream URL needs a credential that was not injected",
+                        key.as_ref(),
+                    ));
+                }
+            };
+            let uri = match target_uri(&target, &path, query.as_deref()) {
                 Ok(uri) => uri,
                 Err(_) => {
                     return Ok(GatewayError::new(

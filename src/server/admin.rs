@@ -15,6 +15,7 @@ use crate::audit::AuditLog;
 use crate::auth::state::AuthState;
 use crate::auth::{Authenticator, Principal, Reason, Rejection, bearer_token, rejection_response};
 use crate::body::{self, Body};
+use crate::credentials::{CredentialInput, Credentials};
 use crate::error::json_error;
 use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
 use crate::metrics::Metrics;
@@ -63,10 +64,85 @@ pub struct AdminAuth {
     /// The gateway's own `iss`: only its own tokens may operate it, never a
     /// trusted issuer's.
     pub own_iss: Option<String>,
+    /// The upstream credentials the admin API manages.
+    pub credentials: Arc<Credentials>,
 }
 
 /// The scope an operator's token needs for `/admin/*`.
 pub const ADMIN_SCOPE: &str = "warden:admin";
+
+/// What an operator request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Action {
+    /// `POST /admin/revoke`.
+    Revoke,
+    /// `GET /admin/credentials`.
+    ListCredentials,
+    /// `PUT /admin/credentials/{name}`.
+    PutCredential(String),
+    /// `DELETE /admin/credentials/{name}`.
+    DeleteCredential(String),
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = json_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take this method",
+        None,
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// A credential name: 1-64 of letters, digits, `-`, `_`, `.`.
+pub fn is_credential_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+impl Action {
+    /// The action, or the methods the path takes (`None`: no such path).
+    fn of(method: &Method, path: &str) -> Result<Action, Option<&'static str>> {
+        match path {
+            "/admin/revoke" if method == Method::POST => Ok(Action::Revoke),
+            "/admin/revoke" => Err(Some("POST")),
+            "/admin/credentials" if method == Method::GET => Ok(Action::ListCredentials),
+            "/admin/credentials" => Err(Some("GET")),
+            _ => match path.strip_prefix("/admin/credentials/") {
+                Some(name) if is_credential_name(name) => match *method {
+                    Method::PUT => Ok(Action::PutCredential(name.to_owned())),
+                    Method::DELETE => Ok(Action::DeleteCredential(name.to_owned())),
+                    _ => Err(Some("PUT, DELETE")),
+                },
+                _ => Err(None),
+            },
+        }
+    }
+
+    fn route_name(&self) -> &'static str {
+        match self {
+            Action::Revoke => "warden-admin-revoke",
+            Action::ListCredentials | Action::PutCredential(_) | Action::DeleteCredential(_) => {
+                "warden-admin-credentials"
+            }
+        }
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(body::full(value.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
 
 /// The admin endpoints.
 #[derive(Clone, Debug)]
@@ -95,6 +171,132 @@ impl Admin {
         }
     }
 
+    fn list_credentials(&self, key: &ExecutionKey) -> Response<Body> {
+        let list = self.auth.credentials.list();
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "credentials": list, "execution_key": key.as_str() }),
+        )
+    }
+
+    fn no_store(key: &ExecutionKey) -> Response<Body> {
+        json_error(
+            StatusCode::CONFLICT,
+            "no_credential_store",
+            "no [credentials] store is configured",
+            Some(key),
+        )
+    }
+
+    fn store_failed(
+        err: &crate::credentials::store::StoreError,
+        key: &ExecutionKey,
+    ) -> Response<Body> {
+        tracing::error!(error = %err, "the credential store could not be updated");
+        json_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "the credential store could not be updated",
+            Some(key),
+        )
+    }
+
+    async fn put_credential(
+        &self,
+        name: &str,
+        body: Incoming,
+        principal: &Principal,
+        key: &ExecutionKey,
+    ) -> Response<Body> {
+        let Some(store) = self.auth.credentials.store() else {
+            return Self::no_store(key);
+        };
+        let input = body::read_to_limit(body, 64 * 1024)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<CredentialInput>(&b).ok());
+        let Some(input) = input else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be a JSON credential: {\"kind\": \"api_key\", \"value\": \"...\"} (see docs/credentials.md)",
+                Some(key),
+            );
+        };
+        let existing = self.auth.credentials.get(name);
+        let credential = match input.build(existing.as_deref()) {
+            Ok(credential) => credential,
+            Err(why) => {
+                return json_error(StatusCode::BAD_REQUEST, "invalid_request", &why, Some(key));
+            }
+        };
+        let kind = credential.kind.name();
+        let summary = credential.summary(name);
+        let stored =
+            store.update(|contents| contents.credentials.insert(name.to_owned(), credential));
+        if let Err(err) = stored.and_then(|_| self.auth.credentials.reload()) {
+            return Self::store_failed(&err, key);
+        }
+        let action = if existing.is_some() {
+            "updated"
+        } else {
+            "created"
+        };
+        self.auth
+            .audit
+            .event("credential_changed", Some(key))
+            .field("name", name)
+            .field("kind", kind)
+            .field("action", action)
+            .field("by", principal.sub.clone())
+            .send();
+        let status = if existing.is_some() {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        json_response(status, &summary)
+    }
+
+    fn delete_credential(
+        &self,
+        name: &str,
+        principal: &Principal,
+        key: &ExecutionKey,
+    ) -> Response<Body> {
+        let Some(store) = self.auth.credentials.store() else {
+            return Self::no_store(key);
+        };
+        let removed = store.update(|contents| contents.credentials.remove(name));
+        let removed = match removed {
+            Ok(removed) => removed,
+            Err(err) => return Self::store_failed(&err, key),
+        };
+        if let Err(err) = self.auth.credentials.reload() {
+            return Self::store_failed(&err, key);
+        }
+        let Some(removed) = removed else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such credential",
+                Some(key),
+            );
+        };
+        self.auth
+            .audit
+            .event("credential_changed", Some(key))
+            .field("name", name)
+            .field("kind", removed.kind.name())
+            .field("action", "deleted")
+            .field("by", principal.sub.clone())
+            .send();
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "deleted": name, "execution_key": key.as_str() }),
+        )
+    }
+
     /// The readiness conditions `/readyz` reports.
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
@@ -104,7 +306,7 @@ impl Admin {
     /// `/admin/revoke`: an operator's token of the gateway's own issuer with
     /// `warden:admin`, audited as a `token_use` like any request presenting
     /// a token; every answer carries the execution key and `no-store`.
-    async fn revoke_endpoint(&self, request: Request<Incoming>) -> Response<Body> {
+    async fn operator(&self, request: Request<Incoming>, action: Action) -> Response<Body> {
         let started = std::time::Instant::now();
         let key = ExecutionKey::generate();
         let (parts, body) = request.into_parts();
@@ -132,11 +334,17 @@ impl Admin {
             Some(Ok(principal)) => {
                 let own_token = self.auth.own_iss.as_deref() == Some(principal.iss.as_str());
                 if own_token && principal.scopes.iter().any(|s| s == ADMIN_SCOPE) {
-                    (
-                        self.revoke(&principal, body, &key).await,
-                        Some(principal),
-                        None,
-                    )
+                    let response = match &action {
+                        Action::Revoke => self.revoke(&principal, body, &key).await,
+                        Action::ListCredentials => self.list_credentials(&key),
+                        Action::PutCredential(name) => {
+                            self.put_credential(name, body, &principal, &key).await
+                        }
+                        Action::DeleteCredential(name) => {
+                            self.delete_credential(name, &principal, &key)
+                        }
+                    };
+                    (response, Some(principal), None)
                 } else {
                     let rejection = Rejection {
                         reason: Reason::InsufficientScope,
@@ -149,7 +357,7 @@ impl Admin {
         };
         if denied.is_none_or(|r| r.reason != Reason::MissingToken) {
             let usage = crate::auth::TokenUse {
-                route: "warden-admin-revoke",
+                route: action.route_name(),
                 method: &parts.method,
                 path: parts.uri.path(),
                 client_ip: None,
@@ -207,20 +415,17 @@ impl Admin {
 
     /// Answers one admin request.
     pub async fn handle(&self, request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-        if request.uri().path() == "/admin/revoke" {
-            if request.method() != Method::POST {
-                let mut response = json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use POST",
+        if request.uri().path().starts_with("/admin/") {
+            return Ok(match Action::of(request.method(), request.uri().path()) {
+                Ok(action) => self.operator(request, action).await,
+                Err(Some(allow)) => method_not_allowed(allow),
+                Err(None) => json_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "no such admin endpoint",
                     None,
-                );
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
-                return Ok(response);
-            }
-            return Ok(self.revoke_endpoint(request).await);
+                ),
+            });
         }
         let (status, content_type, body) = match (request.method(), request.uri().path()) {
             (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", body::full("ok\n")),

@@ -33,6 +33,7 @@ use crate::auth::login::{Endpoints, EndpointsConfig};
 use crate::auth::state::{AuthState, InMemoryState};
 use crate::body;
 use crate::config::Config;
+use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::proxy::UpstreamClient;
 use crate::router::HttpService;
@@ -135,6 +136,9 @@ pub enum StartError {
     /// The TLS client for upstreams could not be built.
     #[error("cannot set up TLS for upstreams: {0}")]
     Tls(#[from] rustls::Error),
+    /// The credential store could not be opened.
+    #[error("credential store: {0}")]
+    Credentials(crate::credentials::store::StoreError),
     /// The audit log file could not be opened.
     #[error("cannot open the audit log: {0}")]
     Audit(std::io::Error),
@@ -263,12 +267,32 @@ impl Gateway {
             tokens_issued: metrics.tokens_issued.clone(),
             login_failures: metrics.login_failures.clone(),
         });
+        let credentials = Arc::new(
+            Credentials::open(
+                config.credentials.as_ref(),
+                metrics.credential_refresh.clone(),
+            )
+            .map_err(StartError::Credentials)?,
+        );
+        for route in &config.routes {
+            if let Some(inject) = &route.inject
+                && credentials.get(&inject.credential).is_none()
+            {
+                tracing::warn!(
+                    route = %route.name,
+                    credential = %inject.credential,
+                    "the route's credential is not in the store; its requests get 502 until it is added"
+                );
+            }
+        }
         let shared = stack::Shared {
             metrics: metrics.clone(),
             client,
             authenticator: authenticator.clone(),
             audit: audit.clone(),
             endpoints,
+            credentials: credentials.clone(),
+            max_body_bytes: config.server.max_body_bytes,
         };
         let service = stack::build(&config, &shared);
         let admin_auth = AdminAuth {
@@ -276,6 +300,7 @@ impl Gateway {
             state,
             audit,
             own_iss: config.issuer.as_ref().map(|i| i.iss.clone()),
+            credentials,
         };
         let settings = config.server.clone();
         let listener =

@@ -15,6 +15,8 @@ use crate::auth::forward::ForwardClaimsLayer;
 use crate::auth::login::{Endpoint, Endpoints};
 use crate::auth::{Authenticator, JwtAuthLayer};
 use crate::config::Config;
+use crate::credentials::Credentials;
+use crate::credentials::inject::InjectCredentialLayer;
 use crate::error::CatchPanicLayer;
 use crate::execution_key::ExecutionKeyLayer;
 use crate::metrics::Metrics;
@@ -37,6 +39,10 @@ pub struct Shared {
     pub audit: AuditLog,
     /// Login, revocation and JWKS.
     pub endpoints: Endpoints,
+    /// Upstream credentials.
+    pub credentials: Arc<Credentials>,
+    /// `server.max_body_bytes`, for body injection.
+    pub max_body_bytes: u64,
 }
 
 /// Builds the service that answers client requests.
@@ -116,6 +122,19 @@ fn route_stack(
     } = shared;
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
     let proxy = Proxy::new(route.upstream.clone(), strip, route.timeout, client.clone());
+    // Innermost, after the header policy: nothing after it can remove the
+    // credential, and nothing before it sees it.
+    let proxy: HttpService = match &route.inject {
+        Some(inject) => BoxCloneSyncService::new(
+            InjectCredentialLayer::new(
+                inject.clone(),
+                shared.credentials.clone(),
+                shared.max_body_bytes,
+            )
+            .layer(BoxCloneSyncService::new(proxy)),
+        ),
+        None => BoxCloneSyncService::new(proxy),
+    };
     let forward = ServiceBuilder::new()
         // Hop-by-hop headers out (with every header the client's Connection
         // names), X-Forwarded-* and X-Execution-Key in. First, so a client

@@ -1,0 +1,322 @@
+//! OAuth2 access tokens for upstreams: fetched with the client-credentials
+//! grant (RFC 6749 §4.4), or the refresh-token grant (§6) when a refresh
+//! token is stored; cached; refreshed before they expire (at 80 % of their
+//! life, and at the latest 30 s before `exp`).
+//!
+//! [`TokenManager::token`] holds one lock while it fetches, so concurrent
+//! requests share one token request. A rotated refresh token is written
+//! back to the store. A token known to be expired is never handed out: when
+//! no fresh token can be had, the answer is an error (502
+//! `upstream_credential_unavailable` at the injection layer).
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, StatusCode, header};
+use http_body_util::Full;
+use prometheus::IntCounter;
+use serde_json::Value;
+
+use super::{ClientAuth, Credential, Credentials, Kind};
+use crate::outbound::HttpsClient;
+use crate::secret::SecretString;
+
+/// How long one token request may take.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest token response read.
+const MAX_RESPONSE: usize = 64 * 1024;
+/// The lifetime assumed when the endpoint sends no `expires_in`.
+const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Why no token could be had; safe to log (no secret).
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    /// The credential is not an OAuth2 one.
+    #[error("the credential is not an OAuth2 client")]
+    NotOauth2,
+    /// The request to the token endpoint failed.
+    #[error("token endpoint request failed: {0}")]
+    Request(String),
+    /// The token endpoint answered an error.
+    #[error("token endpoint answered {status}{}", error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Refused {
+        /// Its status.
+        status: StatusCode,
+        /// Its OAuth2 `error` code, when it sent one.
+        error: Option<String>,
+    },
+    /// The answer was not a token response.
+    #[error("token endpoint answered something that is not a token response")]
+    Malformed,
+}
+
+struct Cached {
+    token: SecretString,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+/// One OAuth2 credential's tokens.
+pub struct TokenManager {
+    name: String,
+    credential: Arc<Credential>,
+    credentials: Weak<Credentials>,
+    client: HttpsClient<Full<Bytes>>,
+    cached: tokio::sync::Mutex<Option<Cached>>,
+    /// The refresh token in use (it may rotate).
+    refresh_token: std::sync::Mutex<Option<SecretString>>,
+    ok: IntCounter,
+    error: IntCounter,
+}
+
+impl std::fmt::Debug for TokenManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenManager")
+            .field("credential", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What identifies an OAuth2 client (not its refresh token, which rotates).
+#[derive(PartialEq, Eq)]
+struct ClientIdentity<'a> {
+    token_url: &'a str,
+    client_id: &'a str,
+    client_secret: &'a SecretString,
+    scope: &'a Option<String>,
+    params: &'a std::collections::BTreeMap<String, String>,
+    client_auth: ClientAuth,
+}
+
+fn client_identity(kind: &Kind) -> Option<ClientIdentity<'_>> {
+    match kind {
+        Kind::Oauth2 {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            params,
+            client_auth,
+            ..
+        } => Some(ClientIdentity {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            params,
+            client_auth: *client_auth,
+        }),
+        _ => None,
+    }
+}
+
+fn form_encode(pairs: &[(&str, &str)]) -> String {
+    fn encode(text: &str) -> String {
+        let mut out = String::with_capacity(text.len());
+        for b in text.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    }
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl TokenManager {
+    /// The manager of OAuth2 credential `name`.
+    pub fn new(
+        name: &str,
+        credential: Arc<Credential>,
+        credentials: Weak<Credentials>,
+        refresh_total: &prometheus::IntCounterVec,
+    ) -> Option<Self> {
+        let refresh_token = match &credential.kind {
+            Kind::Oauth2 { refresh_token, .. } => refresh_token.clone(),
+            _ => return None,
+        };
+        let client = crate::outbound::https_client(None).ok()?;
+        Some(Self {
+            name: name.to_owned(),
+            credentials,
+            client,
+            cached: tokio::sync::Mutex::new(None),
+            refresh_token: std::sync::Mutex::new(refresh_token),
+            ok: refresh_total.with_label_values(&[name, "ok"]),
+            error: refresh_total.with_label_values(&[name, "error"]),
+            credential,
+        })
+    }
+
+    /// Whether this manager serves `credential` (the same client; a rotated
+    /// refresh token does not make another one).
+    pub fn is_for(&self, credential: &Credential) -> bool {
+        client_identity(&self.credential.kind) == client_identity(&credential.kind)
+    }
+
+    /// A token that is not expired: the cached one, or a new one. Callers
+    /// that arrive during a fetch wait for it.
+    pub async fn token(&self) -> Result<SecretString, TokenError> {
+        let mut cached = self.cached.lock().await;
+        let now = Instant::now();
+        if let Some(current) = cached.as_ref()
+            && now < current.refresh_at
+        {
+            return Ok(current.token.clone());
+        }
+        match self.fetch().await {
+            Ok(fresh) => {
+                self.ok.inc();
+                let token = fresh.token.clone();
+                *cached = Some(fresh);
+                Ok(token)
+            }
+            Err(err) => {
+                self.error.inc();
+                tracing::warn!(credential = %self.name, error = %err, "OAuth2 token refresh failed");
+                // A token due for refresh but not yet expired still serves.
+                match cached.as_ref() {
+                    Some(current) if now < current.expires_at => Ok(current.token.clone()),
+                    _ => {
+                        *cached = None;
+                        Err(err)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drops `stale` (an upstream refused it), so the next call fetches a
+    /// new one; a token already replaced by another request is kept.
+    pub async fn invalidate(&self, stale: &SecretString) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| &c.token == stale) {
+            *cached = None;
+        }
+    }
+
+    async fn fetch(&self) -> Result<Cached, TokenError> {
+        let ClientIdentity {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            params,
+            client_auth,
+        } = client_identity(&self.credential.kind).ok_or(TokenError::NotOauth2)?;
+        let refresh_token = self.refresh_token.lock().ok().and_then(|t| t.clone());
+        let mut fields: Vec<(&str, &str)> = Vec::new();
+        match &refresh_token {
+            Some(refresh) => {
+                fields.push(("grant_type", "refresh_token"));
+                fields.push(("refresh_token", refresh.expose()));
+            }
+            None => fields.push(("grant_type", "client_credentials")),
+        }
+        if let Some(scope) = scope {
+            fields.push(("scope", scope));
+        }
+        for (name, value) in params {
+            fields.push((name, value));
+        }
+        if client_auth == ClientAuth::Form {
+            fields.push(("client_id", client_id));
+            fields.push(("client_secret", client_secret.expose()));
+        }
+        let body = zeroize::Zeroizing::new(form_encode(&fields));
+        let mut request = Request::post(token_url)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::from(body.as_bytes().to_vec())))
+            .map_err(|e| TokenError::Request(e.to_string()))?;
+        if client_auth == ClientAuth::Basic {
+            use base64::Engine;
+            // RFC 6749 §2.3.1: both parts form-encoded before Basic.
+            let pair = zeroize::Zeroizing::new(format!(
+                "{}:{}",
+                form_encode(&[("", client_id)]).trim_start_matches('='),
+                form_encode(&[("", client_secret.expose())]).trim_start_matches('='),
+            ));
+            let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
+            let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+                .map_err(|e| TokenError::Request(e.to_string()))?;
+            value.set_sensitive(true);
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
+        let started = Instant::now();
+        let response = tokio::time::timeout(FETCH_TIMEOUT, self.client.request(request))
+            .await
+            .map_err(|_| TokenError::Request("timed out".into()))?
+            .map_err(|e| TokenError::Request(e.to_string()))?;
+        let status = response.status();
+        let body = crate::body::read_to_limit(response.into_body(), MAX_RESPONSE)
+            .await
+            .map_err(|e| TokenError::Request(e.to_string()))?;
+        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(TokenError::Refused {
+                status,
+                error: json.get("error").and_then(Value::as_str).map(str::to_owned),
+            });
+        }
+        let token = json
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or(TokenError::Malformed)?;
+        let lifetime = json
+            .get("expires_in")
+            .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
+            .map_or(DEFAULT_LIFETIME, Duration::from_secs);
+        if let Some(rotated) = json.get("refresh_token").and_then(Value::as_str) {
+            let rotated = SecretString::new(rotated);
+            if refresh_token.as_ref() != Some(&rotated) {
+                self.keep_refresh_token(rotated);
+            }
+        }
+        // Refresh at 80 % of the life, and at the latest 30 s before expiry.
+        let refresh_in = lifetime
+            .mul_f64(0.8)
+            .min(lifetime.saturating_sub(Duration::from_secs(30)));
+        Ok(Cached {
+            token: SecretString::new(token),
+            refresh_at: started + refresh_in,
+            expires_at: started + lifetime,
+        })
+    }
+
+    fn keep_refresh_token(&self, rotated: SecretString) {
+        if let Ok(mut current) = self.refresh_token.lock() {
+            *current = Some(rotated.clone());
+        }
+        if let Some(credentials) = self.credentials.upgrade()
+            && let Err(err) = credentials.store_refresh_token(&self.name, rotated)
+        {
+            tracing::error!(
+                credential = %self.name,
+                error = %err,
+                "cannot store the rotated refresh token; it is kept in memory only"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_encoding_escapes_everything_but_unreserved() {
+        assert_eq!(
+            form_encode(&[("grant_type", "client_credentials"), ("scope", "a b:c&d")]),
+            "grant_type=client_credentials&scope=a%20b%3Ac%26d"
+        );
+    }
+}
