@@ -382,7 +382,7 @@ fn check(config: Option<PathBuf>) -> ExitCode {
 
 fn run(config: Option<PathBuf>) -> ExitCode {
     // The config is validated in full before any port is bound.
-    let (_, config) = match load(config) {
+    let (path, config) = match load(config) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
@@ -399,7 +399,11 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let gateway = match Gateway::bind(config, prometheus::Registry::new()).await {
+        let options = warden::StartOptions {
+            config_path: Some(path),
+            ..warden::StartOptions::default()
+        };
+        let gateway = match Gateway::bind_with(config, options).await {
             Ok(gateway) => gateway,
             Err(err) => {
                 tracing::error!(error = %err, "cannot start");
@@ -407,9 +411,30 @@ fn run(config: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
+        if let Some(reloader) = gateway.reloader() {
+            tokio::spawn(reload_on_hangup(reloader));
+        }
         gateway.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Reloads the config on every SIGHUP; an invalid config is logged and the
+/// old one keeps serving.
+async fn reload_on_hangup(reloader: std::sync::Arc<warden::server::generation::Reloader>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/reload");
+            return;
+        }
+    };
+    while hangup.recv().await.is_some() {
+        tracing::info!(signal = "SIGHUP", "reloading the config");
+        // The outcome is logged by the reloader.
+        let _ = reloader.reload().await;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -423,25 +448,8 @@ async fn shutdown_signal() {
             return;
         }
     };
-    // SIGHUP would end the process by default; until config reload exists,
-    // it is logged and ignored, so a routine `kill -HUP` does not stop serving.
-    let mut hangup = signal(SignalKind::hangup()).ok();
-    loop {
-        tokio::select! {
-            _ = terminate.recv() => {
-                tracing::info!(signal = "SIGTERM", "stopping");
-                return;
-            }
-            _ = tokio::signal::ctrl_c() => {
-                tracing::info!(signal = "SIGINT", "stopping");
-                return;
-            }
-            Some(()) = async { hangup.as_mut()?.recv().await } => {
-                tracing::warn!(
-                    signal = "SIGHUP",
-                    "config reload is not supported by this version; restart to apply a new config"
-                );
-            }
-        }
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "stopping"),
     }
 }

@@ -36,6 +36,10 @@ pub struct Metrics {
     pub audit_dropped: prometheus::IntCounter,
     /// `warden_credential_refresh_total{credential,result}`.
     pub credential_refresh: IntCounterVec,
+    /// `warden_upstream_up{route,target}`.
+    pub upstream_up: prometheus::IntGaugeVec,
+    /// `warden_config_reloads_total{result}`.
+    pub config_reloads: IntCounterVec,
 }
 
 /// The `route` label of requests no route matched.
@@ -112,6 +116,22 @@ impl Metrics {
             &["credential", "result"],
         )?;
         registry.register(Box::new(credential_refresh.clone()))?;
+        let upstream_up = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "warden_upstream_up",
+                "1 while an upstream target is used, 0 while it is skipped as down.",
+            ),
+            &["route", "target"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "warden_config_reloads_total",
+                "Config reloads, by result (ok/error).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(upstream_up.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(tokens_issued.clone()))?;
         registry.register(Box::new(login_failures.clone()))?;
         registry.register(Box::new(audit_dropped.clone()))?;
@@ -139,6 +159,8 @@ impl Metrics {
             login_failures,
             audit_dropped,
             credential_refresh,
+            upstream_up,
+            config_reloads,
         })
     }
 

@@ -1,16 +1,33 @@
-//! HTTPS clients for the gateway's own outbound calls (trusted issuers'
-//! JWKS, OAuth2 token endpoints): rustls with the aws-lc-rs provider, the
-//! webpki roots, plus an optional extra trust root for a private service.
+//! HTTP(S) clients for everything warden connects to: upstreams, trusted
+//! issuers' JWKS, OAuth2 token endpoints. rustls with the aws-lc-rs
+//! provider and the webpki roots, plus, per client, an extra trust root
+//! (`ca_file`), a TLS name other than the URL's host (`server_name`), and
+//! HTTP/2 only (h2 over TLS via ALPN, or prior-knowledge h2c).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hyper_rustls::FixedServerNameResolver;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// A pooled client for bodies of type `B`.
 pub type HttpsClient<B> = Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
+
+/// How a client connects.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClientOptions<'a> {
+    /// An extra trust root (PEM), besides the webpki roots.
+    pub ca_file: Option<&'a Path>,
+    /// The name to verify the server's certificate against.
+    pub server_name: Option<&'a str>,
+    /// Speak HTTP/2 only.
+    pub http2: bool,
+    /// Give up connecting after this long.
+    pub connect_timeout: Option<Duration>,
+}
 
 /// A client trusting the webpki roots and the certificates in `ca_file`.
 pub fn https_client<B>(ca_file: Option<&Path>) -> Result<HttpsClient<B>, String>
@@ -18,10 +35,22 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
+    client(&ClientOptions {
+        ca_file,
+        ..ClientOptions::default()
+    })
+}
+
+/// A pooled keep-alive client with `options`.
+pub fn client<B>(options: &ClientOptions<'_>) -> Result<HttpsClient<B>, String>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
+    if let Some(path) = options.ca_file {
         let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         for cert in certs {
@@ -37,10 +66,32 @@ where
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(options.connect_timeout);
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+        .https_or_http();
+    let builder = match options.server_name {
+        Some(name) => {
+            let name = rustls_pki_types::ServerName::try_from(name.to_owned())
+                .map_err(|_| format!("{name:?} is not a DNS name or IP address"))?;
+            builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let https = if options.http2 {
+        builder.enable_http2().wrap_connector(http)
+    } else {
+        builder.enable_http1().wrap_connector(http)
+    };
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .http2_only(options.http2);
+    Ok(client.build(https))
 }

@@ -176,6 +176,10 @@ pub struct RouteSettings {
     pub forward: crate::auth::forward::ForwardSettings,
     /// The upstream credential injected, if any.
     pub inject: Option<crate::credentials::inject::InjectSettings>,
+    /// How the upstream is reached: extra trust root, TLS name, HTTP/2.
+    pub connection: crate::proxy::ConnectionSettings,
+    /// When a target counts as down, and how it is checked.
+    pub health: crate::proxy::health::HealthSettings,
 }
 
 /// What a route is matched on.

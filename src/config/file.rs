@@ -20,6 +20,17 @@ pub(crate) struct ServerFile {
     pub max_header_bytes: Option<u64>,
     pub max_body_bytes: Option<u64>,
     pub trust_execution_key_header: Option<bool>,
+    pub max_connections: Option<u32>,
+    pub max_concurrent_streams: Option<u32>,
+    pub tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TlsFile {
+    pub cert_file: String,
+    pub key_file: String,
+    pub client_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -82,6 +93,13 @@ pub(crate) struct RouteFile {
     pub forward_claims: Option<BTreeMap<String, String>>,
     pub forward_authorization: Option<bool>,
     pub inject: Option<InjectFile>,
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub upstream_http2: Option<bool>,
+    pub health_path: Option<String>,
+    pub health_interval: Option<String>,
+    pub max_failures: Option<u32>,
+    pub cooldown: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

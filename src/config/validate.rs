@@ -1035,7 +1035,47 @@ fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerSettings {
             "use a value such as 10485760 (10 MiB)",
         );
     }
+    let max_connections = file.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        report.problem(
+            &base.key("max_connections"),
+            "must be at least 1",
+            "use e.g. 10000",
+        );
+    }
+    let max_concurrent_streams = file.max_concurrent_streams.unwrap_or(128);
+    if max_concurrent_streams == 0 {
+        report.problem(
+            &base.key("max_concurrent_streams"),
+            "must be at least 1",
+            "use e.g. 128",
+        );
+    }
+    let tls = file.tls.and_then(|tls| {
+        let cert_file = resolve(report, &tls.cert_file);
+        let key_file = resolve(report, &tls.key_file);
+        let client_ca_file = tls.client_ca_file.as_deref().map(|p| resolve(report, p));
+        match crate::server::tls::server_config(&cert_file, &key_file, client_ca_file.as_deref()) {
+            Ok(config) => Some(crate::server::tls::TlsSettings {
+                cert_file,
+                key_file,
+                client_ca_file,
+                config,
+            }),
+            Err(why) => {
+                report.problem(
+                    &base.key("tls"),
+                    why,
+                    "give a PEM certificate chain (leaf first) and its PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                );
+                None
+            }
+        }
+    });
     ServerSettings {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_concurrent_streams,
+        tls,
         listen,
         admin_listen,
         shutdown_grace: duration(
@@ -1269,6 +1309,61 @@ fn build_route(
 
     let authz = build_authz(report, path, &file);
     let forward = build_forward(report, path, &file);
+    let connection = crate::proxy::ConnectionSettings {
+        ca_file: file.ca_file.as_deref().map(|p| resolve(report, p)),
+        server_name: file.server_name.clone(),
+        http2: file.upstream_http2.unwrap_or(false),
+    };
+    if let Some(ca) = &connection.ca_file
+        && !ca.is_file()
+    {
+        report.problem(
+            &path.key("ca_file"),
+            format!("{} is not a readable file", ca.display()),
+            "give the PEM file of the upstream's CA",
+        );
+    }
+    if let Some(name) = &connection.server_name
+        && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+    {
+        report.problem(
+            &path.key("server_name"),
+            format!("{name:?} is not a DNS name or IP address"),
+            "give the name in the upstream's certificate",
+        );
+    }
+    let health = crate::proxy::health::HealthSettings {
+        path: file.health_path.clone(),
+        interval: duration(
+            report,
+            &path.key("health_interval"),
+            file.health_interval.as_deref(),
+            std::time::Duration::from_secs(10),
+        ),
+        max_failures: file.max_failures.unwrap_or(3),
+        cooldown: duration(
+            report,
+            &path.key("cooldown"),
+            file.cooldown.as_deref(),
+            std::time::Duration::from_secs(10),
+        ),
+    };
+    if health.max_failures == 0 {
+        report.problem(
+            &path.key("max_failures"),
+            "must be at least 1",
+            "use e.g. 3",
+        );
+    }
+    if let Some(p) = &health.path
+        && (!p.starts_with('/') || normalize_path(p).is_err())
+    {
+        report.problem(
+            &path.key("health_path"),
+            format!("{p:?} is not an absolute path"),
+            "e.g. health_path = \"/healthz\"",
+        );
+    }
     let inject = file.inject.as_ref().and_then(|inject| {
         let location = crate::credentials::location_of(
             inject.header.as_deref(),
@@ -1358,6 +1453,8 @@ fn build_route(
         authz,
         forward,
         inject,
+        connection,
+        health,
     })
 }
 

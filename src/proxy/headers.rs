@@ -51,13 +51,26 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Applies the header policy to requests on their way upstream.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ForwardHeadersLayer;
+pub struct ForwardHeadersLayer {
+    http2_upstream: bool,
+}
+
+impl ForwardHeadersLayer {
+    /// The policy for a route; `http2_upstream` keeps `TE: trailers`, which
+    /// gRPC over HTTP/2 needs (and which an HTTP/1.1 hop must not get).
+    pub fn new(http2_upstream: bool) -> Self {
+        Self { http2_upstream }
+    }
+}
 
 impl<S> Layer<S> for ForwardHeadersLayer {
     type Service = ForwardHeaders<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ForwardHeaders { inner }
+        ForwardHeaders {
+            inner,
+            http2_upstream: self.http2_upstream,
+        }
     }
 }
 
@@ -65,6 +78,7 @@ impl<S> Layer<S> for ForwardHeadersLayer {
 #[derive(Clone, Debug)]
 pub struct ForwardHeaders<S> {
     inner: S,
+    http2_upstream: bool,
 }
 
 impl<S, B> Service<Request<B>> for ForwardHeaders<S>
@@ -89,8 +103,20 @@ where
             .ok()
             .flatten()
             .and_then(|h| HeaderValue::from_str(h).ok());
+        // `TE: trailers` is the one TE an HTTP/2 upstream may get: gRPC needs it.
+        let wants_trailers = self.http2_upstream
+            && request
+                .headers()
+                .get_all(header::TE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
+        if wants_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         // The upstream client sets Host from the upstream URL.
         headers.remove(header::HOST);
         // The gateway has already answered (or not) the client's 100-continue.

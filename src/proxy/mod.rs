@@ -14,19 +14,16 @@
 
 mod echo;
 pub mod headers;
+pub mod health;
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::Service;
 
 use crate::body::{self, Body, BodyTooLarge};
@@ -35,6 +32,7 @@ use crate::execution_key::ExecutionKey;
 use crate::observe::UpstreamTiming;
 
 pub use headers::ForwardHeadersLayer;
+use health::Targets;
 
 /// Where a route's requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,33 +43,41 @@ pub enum Upstream {
     Http(Vec<Uri>),
 }
 
-/// The pooled HTTP/1.1 client (HTTP and HTTPS, rustls with webpki roots)
-/// shared by every route. Cheap to clone.
+/// How a route reaches its upstream, beyond the URL.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnectionSettings {
+    /// An extra trust root (PEM) for a private CA.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// The name the upstream's certificate must carry, when not the URL's host.
+    pub server_name: Option<String>,
+    /// HTTP/2 to the upstream: h2 via ALPN over TLS, prior-knowledge h2c
+    /// over plain TCP (gRPC, trailers included).
+    pub http2: bool,
+}
+
+/// A pooled keep-alive client (HTTP and HTTPS, rustls with the webpki
+/// roots), shared by every route with the same [`ConnectionSettings`].
+/// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    client: crate::outbound::HttpsClient<Body>,
+    http2: bool,
 }
 
 impl UpstreamClient {
-    /// A client whose connection attempts give up after `connect_timeout`.
-    pub fn new(connect_timeout: Duration) -> Result<Self, rustls::Error> {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(connect_timeout));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(
-                Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
-            )?
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https);
-        Ok(Self { client })
+    /// A client with `settings`, whose connection attempts give up after
+    /// `connect_timeout`.
+    pub fn new(connect_timeout: Duration, settings: &ConnectionSettings) -> Result<Self, String> {
+        let client = crate::outbound::client(&crate::outbound::ClientOptions {
+            ca_file: settings.ca_file.as_deref(),
+            server_name: settings.server_name.as_deref(),
+            http2: settings.http2,
+            connect_timeout: Some(connect_timeout),
+        })?;
+        Ok(Self {
+            client,
+            http2: settings.http2,
+        })
     }
 }
 
@@ -83,29 +89,28 @@ pub struct Proxy {
 
 #[derive(Debug)]
 struct ProxyInner {
-    upstream: Upstream,
+    /// `None` for the built-in echo.
+    targets: Option<Arc<Targets>>,
     /// `Some(prefix)` when the route strips its prefix.
     strip_prefix: Option<String>,
     timeout: Duration,
     client: UpstreamClient,
-    next: AtomicUsize,
 }
 
 impl Proxy {
-    /// The upstream stage of a route.
+    /// The upstream stage of a route; `targets` is `None` for `builtin:echo`.
     pub fn new(
-        upstream: Upstream,
+        targets: Option<Arc<Targets>>,
         strip_prefix: Option<String>,
         timeout: Duration,
         client: UpstreamClient,
     ) -> Self {
         Self {
             inner: Arc::new(ProxyInner {
-                upstream,
+                targets,
                 strip_prefix,
                 timeout,
                 client,
-                next: AtomicUsize::new(0),
             }),
         }
     }
@@ -186,18 +191,21 @@ impl Service<Request<Body>> for Proxy {
             let path =
                 upstream_path(request.uri().path(), inner.strip_prefix.as_deref()).to_owned();
             let query = request.uri().query().map(str::to_owned);
-            let targets = match &inner.upstream {
-                Upstream::Echo => {
-                    let uri = target_uri(&Uri::from_static("http://echo"), &path, query.as_deref());
-                    if let Ok(uri) = uri {
-                        *request.uri_mut() = uri;
-                    }
-                    return Ok(echo::respond(request).await);
+            let Some(targets) = &inner.targets else {
+                let uri = target_uri(&Uri::from_static("http://echo"), &path, query.as_deref());
+                if let Ok(uri) = uri {
+                    *request.uri_mut() = uri;
                 }
-                Upstream::Http(targets) => targets,
+                return Ok(echo::respond(request).await);
             };
-            let index = inner.next.fetch_add(1, Ordering::Relaxed) % targets.len();
-            let target = match with_path_credential(&targets[index], &request) {
+            let Some(chosen) = targets.pick() else {
+                return Ok(GatewayError::new(
+                    ErrorCode::BadGateway,
+                    "no upstream target is healthy",
+                )
+                .into_response(key.as_ref()));
+            };
+            let target = match with_path_credential(&chosen.uri, &request) {
                 Some(target) => target,
                 None => {
                     return Ok(crate::error::json_error(
@@ -219,14 +227,21 @@ impl Service<Request<Body>> for Proxy {
                 }
             };
             *request.uri_mut() = uri;
-            *request.version_mut() = Version::HTTP_11;
+            *request.version_mut() = if inner.client.http2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
 
             let started = Instant::now();
             let sent =
                 tokio::time::timeout(inner.timeout, inner.client.client.request(request)).await;
             let elapsed = started.elapsed();
             let response = match sent {
-                Ok(Ok(response)) => response,
+                Ok(Ok(response)) => {
+                    targets.succeeded(chosen);
+                    response
+                }
                 Ok(Err(err)) if BodyTooLarge::is_cause_of(&err) => {
                     return Ok(GatewayError::new(
                         ErrorCode::PayloadTooLarge,
@@ -235,7 +250,10 @@ impl Service<Request<Body>> for Proxy {
                     .into_response(key.as_ref()));
                 }
                 Ok(Err(err)) => {
-                    tracing::warn!(error = %error_chain(&err), target = index, "upstream request failed");
+                    if err.is_connect() {
+                        targets.failed(chosen);
+                    }
+                    tracing::warn!(error = %error_chain(&err), target = %chosen.uri, "upstream request failed");
                     let description = if err.is_connect() {
                         "the upstream could not be reached"
                     } else {

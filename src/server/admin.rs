@@ -11,6 +11,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 use hyper::body::Incoming;
 
+use super::generation::{Live, Reloader};
 use crate::audit::AuditLog;
 use crate::auth::state::AuthState;
 use crate::auth::{Authenticator, Principal, Reason, Rejection, bearer_token, rejection_response};
@@ -76,6 +77,8 @@ pub const ADMIN_SCOPE: &str = "warden:admin";
 enum Action {
     /// `POST /admin/revoke`.
     Revoke,
+    /// `POST /admin/reload`.
+    Reload,
     /// `GET /admin/credentials`.
     ListCredentials,
     /// `PUT /admin/credentials/{name}`.
@@ -111,6 +114,8 @@ impl Action {
         match path {
             "/admin/revoke" if method == Method::POST => Ok(Action::Revoke),
             "/admin/revoke" => Err(Some("POST")),
+            "/admin/reload" if method == Method::POST => Ok(Action::Reload),
+            "/admin/reload" => Err(Some("POST")),
             "/admin/credentials" if method == Method::GET => Ok(Action::ListCredentials),
             "/admin/credentials" => Err(Some("GET")),
             _ => match path.strip_prefix("/admin/credentials/") {
@@ -127,6 +132,7 @@ impl Action {
     fn route_name(&self) -> &'static str {
         match self {
             Action::Revoke => "warden-admin-revoke",
+            Action::Reload => "warden-admin-reload",
             Action::ListCredentials | Action::PutCredential(_) | Action::DeleteCredential(_) => {
                 "warden-admin-credentials"
             }
@@ -149,7 +155,8 @@ fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body
 pub struct Admin {
     metrics: Metrics,
     readiness: Readiness,
-    auth: AdminAuth,
+    live: Arc<Live>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -162,17 +169,59 @@ struct RevokeRequest {
 }
 
 impl Admin {
-    /// Serves `metrics` and `readiness`, and the operator endpoints.
-    pub fn new(metrics: Metrics, readiness: Readiness, auth: AdminAuth) -> Self {
+    /// Serves `metrics` and `readiness`, and the operator endpoints of the
+    /// generation in force; `reloader` serves `POST /admin/reload`.
+    pub fn new(
+        metrics: Metrics,
+        readiness: Readiness,
+        live: Arc<Live>,
+        reloader: Option<Arc<Reloader>>,
+    ) -> Self {
         Self {
             metrics,
             readiness,
-            auth,
+            live,
+            reloader,
         }
     }
 
-    fn list_credentials(&self, key: &ExecutionKey) -> Response<Body> {
-        let list = self.auth.credentials.list();
+    /// `POST /admin/reload`.
+    async fn reload(&self, key: &ExecutionKey) -> Response<Body> {
+        let Some(reloader) = &self.reloader else {
+            return json_error(
+                StatusCode::CONFLICT,
+                "no_config_file",
+                "this gateway was started without a config file to reload",
+                Some(key),
+            );
+        };
+        match reloader.reload().await {
+            Ok(hash) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "reloaded": true, "config_sha256": hash, "execution_key": key.as_str() }),
+            ),
+            Err(err) => {
+                let problems: Vec<String> = match &err {
+                    super::generation::ReloadError::Invalid(config) => {
+                        config.problems.iter().map(ToString::to_string).collect()
+                    }
+                    super::generation::ReloadError::Build(start) => vec![start.to_string()],
+                };
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({
+                        "error": "invalid_config",
+                        "error_description": "the new config was refused; the old one keeps serving",
+                        "problems": problems,
+                        "execution_key": key.as_str(),
+                    }),
+                )
+            }
+        }
+    }
+
+    fn list_credentials(auth: &AdminAuth, key: &ExecutionKey) -> Response<Body> {
+        let list = auth.credentials.list();
         json_response(
             StatusCode::OK,
             &serde_json::json!({ "credentials": list, "execution_key": key.as_str() }),
@@ -202,13 +251,13 @@ impl Admin {
     }
 
     async fn put_credential(
-        &self,
+        auth: &AdminAuth,
         name: &str,
         body: Incoming,
         principal: &Principal,
         key: &ExecutionKey,
     ) -> Response<Body> {
-        let Some(store) = self.auth.credentials.store() else {
+        let Some(store) = auth.credentials.store() else {
             return Self::no_store(key);
         };
         let input = body::read_to_limit(body, 64 * 1024)
@@ -223,7 +272,7 @@ impl Admin {
                 Some(key),
             );
         };
-        let existing = self.auth.credentials.get(name);
+        let existing = auth.credentials.get(name);
         let credential = match input.build(existing.as_deref()) {
             Ok(credential) => credential,
             Err(why) => {
@@ -234,7 +283,7 @@ impl Admin {
         let summary = credential.summary(name);
         let stored =
             store.update(|contents| contents.credentials.insert(name.to_owned(), credential));
-        if let Err(err) = stored.and_then(|_| self.auth.credentials.reload()) {
+        if let Err(err) = stored.and_then(|_| auth.credentials.reload()) {
             return Self::store_failed(&err, key);
         }
         let action = if existing.is_some() {
@@ -242,8 +291,7 @@ impl Admin {
         } else {
             "created"
         };
-        self.auth
-            .audit
+        auth.audit
             .event("credential_changed", Some(key))
             .field("name", name)
             .field("kind", kind)
@@ -259,12 +307,12 @@ impl Admin {
     }
 
     fn delete_credential(
-        &self,
+        auth: &AdminAuth,
         name: &str,
         principal: &Principal,
         key: &ExecutionKey,
     ) -> Response<Body> {
-        let Some(store) = self.auth.credentials.store() else {
+        let Some(store) = auth.credentials.store() else {
             return Self::no_store(key);
         };
         let removed = store.update(|contents| contents.credentials.remove(name));
@@ -272,7 +320,7 @@ impl Admin {
             Ok(removed) => removed,
             Err(err) => return Self::store_failed(&err, key),
         };
-        if let Err(err) = self.auth.credentials.reload() {
+        if let Err(err) = auth.credentials.reload() {
             return Self::store_failed(&err, key);
         }
         let Some(removed) = removed else {
@@ -283,8 +331,7 @@ impl Admin {
                 Some(key),
             );
         };
-        self.auth
-            .audit
+        auth.audit
             .event("credential_changed", Some(key))
             .field("name", name)
             .field("kind", removed.kind.name())
@@ -310,8 +357,9 @@ impl Admin {
         let started = std::time::Instant::now();
         let key = ExecutionKey::generate();
         let (parts, body) = request.into_parts();
+        let auth = self.live.admin.load_full();
         let verified = match bearer_token(&parts.headers) {
-            Ok(token) => Some(self.auth.authenticator.authenticate_detailed(token).await),
+            Ok(token) => Some(auth.authenticator.authenticate_detailed(token).await),
             Err(_) => None,
         };
         let (mut response, principal, denied) = match verified {
@@ -332,16 +380,17 @@ impl Admin {
                 Some(rejection),
             ),
             Some(Ok(principal)) => {
-                let own_token = self.auth.own_iss.as_deref() == Some(principal.iss.as_str());
+                let own_token = auth.own_iss.as_deref() == Some(principal.iss.as_str());
                 if own_token && principal.scopes.iter().any(|s| s == ADMIN_SCOPE) {
                     let response = match &action {
-                        Action::Revoke => self.revoke(&principal, body, &key).await,
-                        Action::ListCredentials => self.list_credentials(&key),
+                        Action::Revoke => Self::revoke(&auth, &principal, body, &key).await,
+                        Action::Reload => self.reload(&key).await,
+                        Action::ListCredentials => Self::list_credentials(&auth, &key),
                         Action::PutCredential(name) => {
-                            self.put_credential(name, body, &principal, &key).await
+                            Self::put_credential(&auth, name, body, &principal, &key).await
                         }
                         Action::DeleteCredential(name) => {
-                            self.delete_credential(name, &principal, &key)
+                            Self::delete_credential(&auth, name, &principal, &key)
                         }
                     };
                     (response, Some(principal), None)
@@ -367,7 +416,7 @@ impl Admin {
                 allowed: denied.is_none(),
                 started,
             };
-            usage.audit(&self.auth.audit, Some(&key));
+            usage.audit(&auth.audit, Some(&key));
         }
         let headers = response.headers_mut();
         headers.insert(EXECUTION_KEY_HEADER.clone(), key.header_value().clone());
@@ -377,7 +426,7 @@ impl Admin {
 
     /// Revokes what the operator's request body names.
     async fn revoke(
-        &self,
+        auth: &AdminAuth,
         principal: &Principal,
         body: Incoming,
         key: &ExecutionKey,
@@ -395,9 +444,8 @@ impl Admin {
             );
         };
         let iss = revoke.iss.clone().unwrap_or_else(|| principal.iss.clone());
-        self.auth.state.revoke(&iss, &revoke.jti, revoke.exp);
-        self.auth
-            .audit
+        auth.state.revoke(&iss, &revoke.jti, revoke.exp);
+        auth.audit
             .event("token_revoked", Some(key))
             .field("jti", revoke.jti.clone())
             .field("iss", iss)

@@ -8,8 +8,10 @@
 //! on one port) with the header limits and the header read timeout.
 
 pub mod admin;
+pub mod generation;
 pub mod limits;
 pub mod stack;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,17 +29,13 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use crate::audit::AuditLog;
-use crate::auth::Authenticator;
-use crate::auth::issue::TokenIssuer;
-use crate::auth::login::{Endpoints, EndpointsConfig};
 use crate::auth::state::{AuthState, InMemoryState};
 use crate::body;
 use crate::config::Config;
-use crate::credentials::Credentials;
 use crate::metrics::Metrics;
-use crate::proxy::UpstreamClient;
 use crate::router::HttpService;
-use admin::{Admin, AdminAuth, Readiness};
+use admin::Admin;
+use generation::{Live, Persistent, Reloader};
 
 /// `[server]`, validated.
 #[derive(Clone, Debug)]
@@ -60,6 +58,12 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// Reuse a valid inbound `X-Execution-Key`.
     pub trust_execution_key_header: bool,
+    /// Open client connections beyond which new ones wait to be accepted.
+    pub max_connections: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// `[server.tls]`: TLS on the main listener.
+    pub tls: Option<tls::TlsSettings>,
 }
 
 impl Default for ServerSettings {
@@ -74,6 +78,9 @@ impl Default for ServerSettings {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             trust_execution_key_header: false,
+            max_connections: 10_000,
+            max_concurrent_streams: 128,
+            tls: None,
         }
     }
 }
@@ -88,6 +95,8 @@ pub struct StartOptions {
     /// Revocations and login-failure counters instead of the in-memory
     /// default (a shared backend for several replicas, or a test's state).
     pub auth_state: Option<Arc<dyn AuthState>>,
+    /// The config file, for reloads (SIGHUP, `POST /admin/reload`).
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 /// An audit sink supplied by an embedder or a test.
@@ -136,6 +145,12 @@ pub enum StartError {
     /// The TLS client for upstreams could not be built.
     #[error("cannot set up TLS for upstreams: {0}")]
     Tls(#[from] rustls::Error),
+    /// An upstream client could not be built (a bad `ca_file`).
+    #[error("upstream client: {0}")]
+    Upstream(String),
+    /// An internal invariant failed.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
     /// The credential store could not be opened.
     #[error("credential store: {0}")]
     Credentials(crate::credentials::store::StoreError),
@@ -158,61 +173,9 @@ pub struct Gateway {
     settings: ServerSettings,
     listener: TcpListener,
     admin_listener: TcpListener,
-    service: HttpService,
-    admin: Admin,
-    /// Background tasks (JWKS refresh) that end with the gateway.
-    background: Vec<tokio::task::AbortHandle>,
-}
-
-/// The gateway's own keys (with `[issuer]`'s policy) and its trusted issuers.
-fn build_authenticator(
-    config: &Config,
-    metrics: &Metrics,
-    readiness: &Readiness,
-    state: Arc<dyn AuthState>,
-) -> Result<Authenticator, StartError> {
-    use crate::auth::jwt::{IssuerPolicy, KeySet, VerifyingKey};
-    let own = match &config.issuer {
-        Some(issuer) => {
-            let policy = Arc::new(IssuerPolicy {
-                iss: issuer.iss.clone(),
-                audiences: issuer.audiences.clone(),
-            });
-            config
-                .keys
-                .iter()
-                .map(|key| VerifyingKey {
-                    kid: Some(key.kid.clone()),
-                    alg: key.alg,
-                    key: key.decoding.clone(),
-                    issuer: policy.clone(),
-                })
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let issuers = config
-        .trusted_issuers
-        .iter()
-        .map(|settings| {
-            crate::auth::jwks::TrustedIssuer::new(
-                settings.clone(),
-                &metrics.jwks_refresh,
-                readiness.clone(),
-            )
-            .map_err(|err| StartError::Issuer {
-                iss: settings.iss.clone(),
-                reason: err.to_string(),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Authenticator::new(
-        KeySet::new(own),
-        issuers,
-        state,
-        &config.validation,
-        metrics,
-    ))
+    persistent: Arc<Persistent>,
+    live: Arc<Live>,
+    reloader: Option<Arc<Reloader>>,
 }
 
 impl Gateway {
@@ -233,8 +196,6 @@ impl Gateway {
     pub async fn bind_with(config: Config, options: StartOptions) -> Result<Gateway, StartError> {
         crate::install_crypto_providers();
         let metrics = Metrics::new(options.registry)?;
-        let client = UpstreamClient::new(config.server.connect_timeout)?;
-        let readiness = Readiness::default();
         let state: Arc<dyn AuthState> = options
             .auth_state
             .unwrap_or_else(|| Arc::new(InMemoryState::default()));
@@ -246,62 +207,14 @@ impl Gateway {
                 .await
                 .map_err(StartError::Audit)?,
         };
-        let authenticator = Arc::new(build_authenticator(
-            &config,
-            &metrics,
-            &readiness,
-            state.clone(),
-        )?);
-        let issuer = config.issuer.as_ref().and_then(|settings| {
-            let kid = settings.signing_kid.as_ref()?;
-            let key = config.keys.iter().find(|k| &k.kid == kid)?;
-            TokenIssuer::new(settings, key)
-        });
-        let endpoints = Endpoints::new(EndpointsConfig {
-            login: config.login.as_ref(),
-            issuer,
-            keys: &config.keys,
-            authenticator: authenticator.clone(),
-            state: state.clone(),
-            audit: audit.clone(),
-            tokens_issued: metrics.tokens_issued.clone(),
-            login_failures: metrics.login_failures.clone(),
-        });
-        let credentials = Arc::new(
-            Credentials::open(
-                config.credentials.as_ref(),
-                metrics.credential_refresh.clone(),
-            )
-            .map_err(StartError::Credentials)?,
-        );
-        for route in &config.routes {
-            if let Some(inject) = &route.inject
-                && credentials.get(&inject.credential).is_none()
-            {
-                tracing::warn!(
-                    route = %route.name,
-                    credential = %inject.credential,
-                    "the route's credential is not in the store; its requests get 502 until it is added"
-                );
-            }
-        }
-        let shared = stack::Shared {
-            metrics: metrics.clone(),
-            client,
-            authenticator: authenticator.clone(),
-            audit: audit.clone(),
-            endpoints,
-            credentials: credentials.clone(),
-            max_body_bytes: config.server.max_body_bytes,
-        };
-        let service = stack::build(&config, &shared);
-        let admin_auth = AdminAuth {
-            authenticator: authenticator.clone(),
-            state,
-            audit,
-            own_iss: config.issuer.as_ref().map(|i| i.iss.clone()),
-            credentials,
-        };
+        let persistent = Arc::new(Persistent::new(metrics, state, audit));
+        let hash = options
+            .config_path
+            .as_ref()
+            .and_then(|path| std::fs::read(path).ok())
+            .map(|text| generation::sha256_hex(&text))
+            .unwrap_or_default();
+        let live = Arc::new(Live::new(persistent.build(&config, hash)?));
         let settings = config.server.clone();
         let listener =
             TcpListener::bind(settings.listen)
@@ -318,6 +231,14 @@ impl Gateway {
                 addr: settings.admin_listen,
                 source,
             })?;
+        let reloader = options.config_path.map(|path| {
+            Arc::new(Reloader::new(
+                path,
+                persistent.clone(),
+                live.clone(),
+                (settings.listen, settings.admin_listen),
+            ))
+        });
         for demo in config
             .login
             .as_ref()
@@ -332,18 +253,13 @@ impl Gateway {
                 "key generated at start-up: tokens it signs stop verifying when the gateway restarts (demo only)"
             );
         }
-        let background = authenticator
-            .issuers()
-            .iter()
-            .map(|issuer| issuer.spawn_refresh().abort_handle())
-            .collect();
         Ok(Gateway {
             settings,
             listener,
             admin_listener,
-            service,
-            admin: Admin::new(metrics, readiness, admin_auth),
-            background,
+            persistent,
+            live,
+            reloader,
         })
     }
 
@@ -357,15 +273,26 @@ impl Gateway {
         self.admin_listener.local_addr()
     }
 
+    /// Reloads the config file (SIGHUP); `None` when started without one.
+    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+        self.reloader.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains for up to `shutdown_grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let builder = Arc::new(connection_builder(&self.settings));
         let graceful = GracefulShutdown::new();
         let local = self.local_addr().ok();
-        let admin = self.admin.clone();
+        let admin = Admin::new(
+            self.persistent.metrics.clone(),
+            self.persistent.readiness.clone(),
+            self.live.clone(),
+            self.reloader.clone(),
+        );
         tracing::info!(
             listen = %display_addr(local),
             admin_listen = %display_addr(self.admin_addr().ok()),
+            tls = self.settings.tls.is_some(),
             "listening"
         );
         // The admin listener has its own task, so it keeps answering (with
@@ -375,20 +302,53 @@ impl Gateway {
             admin.clone(),
             builder.clone(),
         ));
+        // Beyond max_connections, new connections wait in the listen queue.
+        let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections));
+        let handshake_timeout = self.settings.header_read_timeout;
         tokio::pin!(shutdown);
         loop {
-            tokio::select! {
+            let slot = tokio::select! {
+                () = &mut shutdown => None,
+                slot = slots.clone().acquire_owned() => slot.ok(),
+            };
+            let Some(slot) = slot else { break };
+            let accepted = tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.listener.accept() => {
-                    let Some((stream, remote)) = accepted_or_log(accepted).await else { continue };
-                    let info = ConnectInfo { remote, local: local.unwrap_or(remote), tls: false };
-                    let service = self.service.clone().map_request(move |request: Request<Incoming>| {
-                        let mut request = request.map(body::boxed);
-                        request.extensions_mut().insert(info);
-                        request
-                    });
-                    serve_connection(&builder, Some(&graceful), stream, TowerToHyperService::new(service));
-                }
+                accepted = self.listener.accept() => accepted,
+            };
+            let Some((stream, remote)) = accepted_or_log(accepted).await else {
+                continue;
+            };
+            let tls = self.live.tls.load_full();
+            let info = ConnectInfo {
+                remote,
+                local: local.unwrap_or(remote),
+                tls: tls.is_some(),
+            };
+            let live = self.live.clone();
+            // The service in force is looked up per request, so a reload
+            // reaches keep-alive connections at their next request.
+            let service = tower::service_fn(move |request: Request<Incoming>| {
+                let mut request = request.map(body::boxed);
+                request.extensions_mut().insert(info);
+                let service: HttpService = (**live.service.load()).clone();
+                service.oneshot(request)
+            });
+            let service = TowerToHyperService::new(service);
+            match tls {
+                None => serve_connection(&builder, Some(&graceful), stream, service, Some(slot)),
+                Some(acceptor) => serve_tls_connection(
+                    &builder,
+                    &graceful,
+                    TlsHandshake {
+                        acceptor,
+                        timeout: handshake_timeout,
+                        remote,
+                    },
+                    stream,
+                    service,
+                    slot,
+                ),
             }
         }
         admin.readiness().wait_for("shutting down");
@@ -406,10 +366,54 @@ impl Gateway {
             }
         }
         admin_task.abort();
-        for task in &self.background {
-            task.abort();
-        }
+        self.live.stop();
+        self.persistent.stop();
     }
+}
+
+/// What a TLS connection needs before it can be served.
+struct TlsHandshake {
+    acceptor: Arc<tokio_rustls::TlsAcceptor>,
+    /// A client gets as long for the handshake as for its headers.
+    timeout: Duration,
+    remote: SocketAddr,
+}
+
+/// Completes the TLS handshake, then serves the connection like any other.
+fn serve_tls_connection<S>(
+    builder: &Arc<auto::Builder<TokioExecutor>>,
+    graceful: &GracefulShutdown,
+    handshake: TlsHandshake,
+    stream: TcpStream,
+    service: S,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let builder = builder.clone();
+    let watcher = graceful.watcher();
+    tokio::spawn(async move {
+        let _slot = slot;
+        let TlsHandshake {
+            acceptor,
+            timeout,
+            remote,
+        } = handshake;
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls_stream)) => {
+                let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
+                if let Err(err) = watcher.watch(connection).await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+            }
+            Ok(Err(err)) => tracing::debug!(error = %err, %remote, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+        }
+    });
 }
 
 /// Accepts admin connections until the task is aborted.
@@ -427,7 +431,7 @@ async fn serve_admin(
             let admin = admin.clone();
             async move { admin.handle(request).await }
         });
-        serve_connection(&builder, None, stream, service);
+        serve_connection(&builder, None, stream, service, None);
     }
 }
 
@@ -447,6 +451,7 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.max_concurrent_streams)
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
@@ -474,6 +479,7 @@ fn serve_connection<S>(
     graceful: Option<&GracefulShutdown>,
     stream: TcpStream,
     service: S,
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
         + Send
@@ -484,6 +490,7 @@ fn serve_connection<S>(
     let builder = builder.clone();
     let watcher = graceful.map(GracefulShutdown::watcher);
     tokio::spawn(async move {
+        let _slot = slot;
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let ended = match watcher {
             Some(watcher) => watcher.watch(connection).await,

@@ -21,7 +21,8 @@ use crate::error::CatchPanicLayer;
 use crate::execution_key::ExecutionKeyLayer;
 use crate::metrics::Metrics;
 use crate::observe::{ObserveLayer, ObservedRoute};
-use crate::proxy::{ForwardHeadersLayer, Proxy, UpstreamClient};
+use crate::proxy::health::Targets;
+use crate::proxy::{ConnectionSettings, ForwardHeadersLayer, Proxy, Upstream, UpstreamClient};
 use crate::router::{HttpService, RouteEntry, Router};
 use crate::routes::{AuthMode, RouteSettings, RouteTable};
 use crate::server::limits::RequestLimitsLayer;
@@ -31,8 +32,8 @@ use crate::server::limits::RequestLimitsLayer;
 pub struct Shared {
     /// Metric families.
     pub metrics: Metrics,
-    /// The pooled upstream client.
-    pub client: UpstreamClient,
+    /// Pooled upstream clients, by connection settings.
+    pub clients: HashMap<ConnectionSettings, UpstreamClient>,
     /// Verifies tokens for every jwt route.
     pub authenticator: Arc<Authenticator>,
     /// The audit log.
@@ -45,8 +46,17 @@ pub struct Shared {
     pub max_body_bytes: u64,
 }
 
+/// What [`build`] makes.
+#[derive(Debug)]
+pub struct Built {
+    /// The service that answers client requests.
+    pub service: HttpService,
+    /// The routes' active health checks.
+    pub tasks: Vec<tokio::task::AbortHandle>,
+}
+
 /// Builds the service that answers client requests.
-pub fn build(config: &Config, shared: &Shared) -> HttpService {
+pub fn build(config: &Config, shared: &Shared) -> Built {
     let Shared {
         metrics, endpoints, ..
     } = shared;
@@ -59,6 +69,7 @@ pub fn build(config: &Config, shared: &Shared) -> HttpService {
     names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     names.dedup();
     let claim_headers: Arc<[http::HeaderName]> = names.into();
+    let mut tasks = Vec::new();
     let routes = config
         .routes
         .iter()
@@ -68,7 +79,7 @@ pub fn build(config: &Config, shared: &Shared) -> HttpService {
                     name: route.name.as_str().into(),
                     metrics: metrics.for_route(&route.name),
                 },
-                service: route_stack(route, shared, &claim_headers),
+                service: route_stack(route, shared, &claim_headers, &mut tasks),
             };
             (route.key.clone(), entry)
         })
@@ -104,7 +115,10 @@ pub fn build(config: &Config, shared: &Shared) -> HttpService {
             config.server.max_body_bytes,
         ))
         .service(router);
-    BoxCloneSyncService::new(service)
+    Built {
+        service: BoxCloneSyncService::new(service),
+        tasks,
+    }
 }
 
 /// One route's stack: auth, then the header policy, then the upstream.
@@ -112,16 +126,54 @@ fn route_stack(
     route: &RouteSettings,
     shared: &Shared,
     claim_headers: &Arc<[http::HeaderName]>,
+    tasks: &mut Vec<tokio::task::AbortHandle>,
 ) -> HttpService {
     let Shared {
         metrics,
-        client,
+        clients,
         authenticator,
         audit,
         ..
     } = shared;
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
-    let proxy = Proxy::new(route.upstream.clone(), strip, route.timeout, client.clone());
+    let targets = match &route.upstream {
+        Upstream::Echo => None,
+        Upstream::Http(uris) => {
+            let targets = Arc::new(Targets::new(
+                &route.name,
+                uris,
+                route.health.clone(),
+                &metrics.upstream_up,
+            ));
+            if route.health.path.is_some() {
+                tasks.push(tokio::spawn(targets.clone().check_forever()).abort_handle());
+            }
+            Some(targets)
+        }
+    };
+    let client = match clients.get(&route.connection) {
+        Some(client) => client.clone(),
+        None => {
+            // The generation builds a client for every route's settings.
+            tracing::error!(route = %route.name, "no upstream client for the route's connection settings");
+            return BoxCloneSyncService::new(tower::service_fn(
+                |request: http::Request<crate::body::Body>| async move {
+                    let key = request
+                        .extensions()
+                        .get::<crate::execution_key::ExecutionKey>()
+                        .cloned();
+                    Ok::<_, std::convert::Infallible>(
+                        crate::error::GatewayError::new(
+                            crate::error::ErrorCode::Internal,
+                            "the route has no upstream client",
+                        )
+                        .into_response(key.as_ref()),
+                    )
+                },
+            ));
+        }
+    };
+    let proxy = Proxy::new(targets, strip, route.timeout, client);
     // Innermost, after the header policy: nothing after it can remove the
     // credential, and nothing before it sees it.
     let proxy: HttpService = match &route.inject {
@@ -139,7 +191,7 @@ fn route_stack(
         // Hop-by-hop headers out (with every header the client's Connection
         // names), X-Forwarded-* and X-Execution-Key in. First, so a client
         // cannot name the headers the next layers set.
-        .layer(ForwardHeadersLayer)
+        .layer(ForwardHeadersLayer::new(route.connection.http2))
         // On every route, public ones too: client-sent copies of any route's
         // forwarded claim headers go, the route's claims come in, and the
         // client's token goes unless the route keeps it.

@@ -1,0 +1,187 @@
+//! Upstream targets and their health.
+//!
+//! A route's targets are used round-robin, skipping a target that is down:
+//! - **passively**, after `max_failures` consecutive connection failures it is
+//!   skipped for `cooldown`, then tried again (one success resets it);
+//! - **actively**, when the route sets `health_path`, a background task asks
+//!   every target for it each `health_interval`; a non-2xx answer or no
+//!   answer marks the target down until a check succeeds.
+//!
+//! When every target is down the request is answered 502 at once, rather
+//! than waiting for a connect timeout. `warden_upstream_up{route,target}`
+//! is 1 for a target in use, 0 for one that is down.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::Empty;
+use prometheus::IntGauge;
+
+/// A route's health rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// The path of the active check; `None` for passive checks only.
+    pub path: Option<String>,
+    /// How often the active check runs.
+    pub interval: Duration,
+    /// Consecutive connection failures before a target is skipped.
+    pub max_failures: u32,
+    /// How long a failing target is skipped.
+    pub cooldown: Duration,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        Self {
+            path: None,
+            interval: Duration::from_secs(10),
+            max_failures: 3,
+            cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One upstream target.
+#[derive(Debug)]
+pub struct Target {
+    /// Its base URL.
+    pub uri: Uri,
+    consecutive_failures: AtomicU32,
+    /// Milliseconds since [`Targets::epoch`] until which it is skipped.
+    skipped_until: AtomicU64,
+    active_down: AtomicBool,
+    up: IntGauge,
+}
+
+/// A route's targets, in round-robin order.
+#[derive(Debug)]
+pub struct Targets {
+    targets: Vec<Target>,
+    next: AtomicUsize,
+    settings: HealthSettings,
+    epoch: Instant,
+}
+
+impl Targets {
+    /// The targets of route `route`, with `warden_upstream_up` gauges from `up`.
+    pub fn new(
+        route: &str,
+        uris: &[Uri],
+        settings: HealthSettings,
+        up: &prometheus::IntGaugeVec,
+    ) -> Self {
+        let targets = uris
+            .iter()
+            .map(|uri| {
+                let gauge = up.with_label_values(&[route, &target_label(uri)]);
+                gauge.set(1);
+                Target {
+                    uri: uri.clone(),
+                    consecutive_failures: AtomicU32::new(0),
+                    skipped_until: AtomicU64::new(0),
+                    active_down: AtomicBool::new(false),
+                    up: gauge,
+                }
+            })
+            .collect();
+        Self {
+            targets,
+            next: AtomicUsize::new(0),
+            settings,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn usable(&self, target: &Target, now: u64) -> bool {
+        !target.active_down.load(Ordering::Relaxed)
+            && target.skipped_until.load(Ordering::Relaxed) <= now
+    }
+
+    /// The next usable target, round-robin; `None` when all are down.
+    pub fn pick(&self) -> Option<&Target> {
+        let now = self.now_ms();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..self.targets.len())
+            .map(|offset| &self.targets[(start + offset) % self.targets.len()])
+            .find(|target| self.usable(target, now))
+    }
+
+    /// The target answered: its failure count starts again.
+    pub fn succeeded(&self, target: &Target) {
+        if target.consecutive_failures.swap(0, Ordering::Relaxed) != 0 {
+            self.refresh_gauge(target);
+        }
+    }
+
+    /// Connecting to the target failed.
+    pub fn failed(&self, target: &Target) {
+        let failures = target.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= self.settings.max_failures {
+            let until = self.now_ms()
+                + u64::try_from(self.settings.cooldown.as_millis()).unwrap_or(u64::MAX);
+            target.skipped_until.store(until, Ordering::Relaxed);
+            target.consecutive_failures.store(0, Ordering::Relaxed);
+            tracing::warn!(target = %target.uri, cooldown_ms = until - self.now_ms(), "upstream target skipped after repeated connection failures");
+            target.up.set(0);
+        }
+    }
+
+    fn refresh_gauge(&self, target: &Target) {
+        target.up.set(i64::from(self.usable(target, self.now_ms())));
+    }
+
+    /// Runs the active check forever (when the route has one).
+    pub async fn check_forever(self: Arc<Self>) {
+        let Some(path) = self.settings.path.clone() else {
+            return;
+        };
+        let Ok(client) = crate::outbound::https_client::<Empty<Bytes>>(None) else {
+            return;
+        };
+        loop {
+            for target in &self.targets {
+                let base = target.uri.path().trim_end_matches('/');
+                let url = format!(
+                    "{}://{}{base}{path}",
+                    target.uri.scheme_str().unwrap_or("http"),
+                    target.uri.authority().map_or("", |a| a.as_str())
+                );
+                let healthy = match Request::get(url).body(Empty::new()) {
+                    Ok(request) => matches!(
+                        tokio::time::timeout(self.settings.interval.min(Duration::from_secs(5)), client.request(request)).await,
+                        Ok(Ok(response)) if response.status().is_success()
+                    ),
+                    Err(_) => false,
+                };
+                let was_down = target.active_down.swap(!healthy, Ordering::Relaxed);
+                if was_down == healthy {
+                    tracing::info!(target = %target.uri, healthy, "upstream health check changed");
+                }
+                self.refresh_gauge(target);
+            }
+            tokio::time::sleep(self.settings.interval).await;
+        }
+    }
+
+    /// The targets, for tests and the admin view.
+    pub fn all(&self) -> &[Target] {
+        &self.targets
+    }
+}
+
+/// A target's label: scheme, host and port (never a path, which may hold a
+/// `{credential}` placeholder).
+fn target_label(uri: &Uri) -> String {
+    format!(
+        "{}://{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.authority().map_or("", |a| a.as_str())
+    )
+}
