@@ -71,7 +71,8 @@ impl AuditEvent<'_> {
     }
 }
 
-fn timestamp() -> String {
+/// The `ts` of an event: RFC 3339 with milliseconds, UTC.
+pub fn timestamp() -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
@@ -108,6 +109,19 @@ impl AuditLog {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
         tokio::spawn(write_all(receiver, writer, dropped.clone()));
         Self { sender, dropped }
+    }
+
+    /// Queues an event that serializes itself (the per-request events, which
+    /// avoid building a map); drops and counts it when the writer is behind.
+    pub fn send<T: serde::Serialize>(&self, event: &T) {
+        let Ok(mut line) = serde_json::to_vec(event) else {
+            self.dropped.inc();
+            return;
+        };
+        line.push(b'\n');
+        if self.sender.try_send(line).is_err() {
+            self.dropped.inc();
+        }
     }
 
     /// Starts an event of kind `event` for the request with `key`.

@@ -82,11 +82,20 @@ pub enum ReadError {
 pub async fn read_to_limit<B>(body: B, max: usize) -> Result<Bytes, ReadError>
 where
     B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
 {
     let mut body = std::pin::pin!(body);
     let mut buffer = bytes::BytesMut::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| ReadError::Failed)?;
+        let frame = frame.map_err(|err| {
+            // The stream's own limit (max_body_bytes) is "too large" too.
+            let err: BoxError = err.into();
+            if BodyTooLarge::is_cause_of(&*err) {
+                ReadError::TooLarge(max)
+            } else {
+                ReadError::Failed
+            }
+        })?;
         if let Ok(data) = frame.into_data() {
             if buffer.len() + data.len() > max {
                 return Err(ReadError::TooLarge(max));

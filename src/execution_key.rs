@@ -11,7 +11,6 @@
 //! - sets `X-Execution-Key` on the request (for the upstream) and the response.
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -21,16 +20,17 @@ use tower::{Layer, Service};
 /// The header that carries the execution key both ways.
 pub static EXECUTION_KEY_HEADER: HeaderName = HeaderName::from_static("x-execution-key");
 
-/// A request's execution key. Cheap to clone.
+/// A request's execution key: a header value that is known to be
+/// `[A-Za-z0-9._-]`, so it is also text. Cheap to clone (one shared buffer).
 #[derive(Clone, PartialEq, Eq)]
-pub struct ExecutionKey(Arc<str>, HeaderValue);
+pub struct ExecutionKey(HeaderValue);
 
 impl ExecutionKey {
     /// A fresh key: a UUIDv7, so keys sort by time.
     pub fn generate() -> Self {
-        let text = uuid::Uuid::now_v7().hyphenated().to_string();
-        let header = HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("-"));
-        Self(text.into(), header)
+        let mut buffer = uuid::Uuid::encode_buffer();
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+        Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")))
     }
 
     /// An inbound key, if it is 1–128 chars of `[A-Za-z0-9._-]`.
@@ -43,30 +43,30 @@ impl ExecutionKey {
         if !valid {
             return None;
         }
-        let text = std::str::from_utf8(bytes).ok()?;
-        Some(Self(text.into(), value.clone()))
+        Some(Self(value.clone()))
     }
 
     /// The key as text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII is ever stored (see `generate` and `parse`).
+        self.0.to_str().unwrap_or_default()
     }
 
     /// The key as a header value.
     pub fn header_value(&self) -> &HeaderValue {
-        &self.1
+        &self.0
     }
 }
 
 impl fmt::Display for ExecutionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for ExecutionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ExecutionKey").field(&&*self.0).finish()
+        f.debug_tuple("ExecutionKey").field(&self.as_str()).finish()
     }
 }
 

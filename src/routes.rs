@@ -256,7 +256,9 @@ impl<T> RouteTable<T> {
     /// Finds the route for a normalised `path`, a request `host` (may carry a
     /// port; matched case-insensitively) and a `method`.
     pub fn lookup(&self, host: Option<&str>, path: &str, method: &Method) -> Match<'_, T> {
-        if let Some(index) = host.and_then(|h| self.by_host.get(&host_key(h)))
+        // Most tables have no host routes: no host key is made for them.
+        if !self.by_host.is_empty()
+            && let Some(index) = host.and_then(|h| self.by_host.get(&host_key(h)))
             && let Some(found) = self.lookup_in(index, path, method)
         {
             return found;

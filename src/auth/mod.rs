@@ -376,29 +376,47 @@ impl TokenUse<'_> {
     /// Writes the `token_use` audit event: for every request that presented
     /// a token, accepted or not, on any route or endpoint.
     pub(crate) fn audit(&self, audit: &AuditLog, key: Option<&ExecutionKey>) {
+        /// The event's fields, borrowed: serialized without building a map.
+        #[derive(serde::Serialize)]
+        struct Event<'a> {
+            ts: String,
+            event: &'static str,
+            execution_key: Option<&'a str>,
+            jti: Option<&'a str>,
+            sub: Option<&'a str>,
+            iss: Option<&'a str>,
+            scope: Option<String>,
+            route: &'a str,
+            method: &'a str,
+            path: &'a str,
+            status: u16,
+            decision: &'static str,
+            reason: &'static str,
+            client_ip: Option<String>,
+            latency_ms: f64,
+        }
         let principal = self.principal;
-        audit
-            .event("token_use", key)
-            .field("jti", principal.and_then(|p| p.jti.clone()))
-            .field("sub", principal.and_then(|p| p.sub.clone()))
-            .field("iss", principal.map(|p| p.iss.clone()))
-            .field("scope", principal.map(|p| p.scopes.join(" ")))
-            .field("route", self.route)
-            .field("method", self.method.as_str())
-            .field("path", self.path)
-            .field("status", self.status.as_u16())
-            .field("decision", if self.allowed { "allow" } else { "deny" })
-            .field(
-                "reason",
-                if self.allowed {
-                    "ok"
-                } else {
-                    self.reason.as_str()
-                },
-            )
-            .field("client_ip", self.client_ip.map(|ip| ip.to_string()))
-            .field("latency_ms", self.started.elapsed().as_secs_f64() * 1000.0)
-            .send();
+        audit.send(&Event {
+            ts: crate::audit::timestamp(),
+            event: "token_use",
+            execution_key: key.map(ExecutionKey::as_str),
+            jti: principal.and_then(|p| p.jti.as_deref()),
+            sub: principal.and_then(|p| p.sub.as_deref()),
+            iss: principal.map(|p| p.iss.as_str()),
+            scope: principal.map(|p| p.scopes.join(" ")),
+            route: self.route,
+            method: self.method.as_str(),
+            path: self.path,
+            status: self.status.as_u16(),
+            decision: if self.allowed { "allow" } else { "deny" },
+            reason: if self.allowed {
+                "ok"
+            } else {
+                self.reason.as_str()
+            },
+            client_ip: self.client_ip.map(|ip| ip.to_string()),
+            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+        });
     }
 }
 

@@ -111,6 +111,7 @@ pub struct InjectCredential {
 enum Failure {
     Unavailable(&'static str),
     BadBody(&'static str),
+    TooLarge,
 }
 
 fn failure_response(failure: Failure, key: Option<&ExecutionKey>) -> Response<Body> {
@@ -122,6 +123,12 @@ fn failure_response(failure: Failure, key: Option<&ExecutionKey>) -> Response<Bo
             key,
         ),
         Failure::BadBody(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why, key),
+        Failure::TooLarge => json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is larger than the gateway accepts",
+            key,
+        ),
     }
 }
 
@@ -172,18 +179,46 @@ fn value_for(
 
 /// The query string without parameter `name`, with `name=value` appended.
 fn replace_query(query: Option<&str>, name: &str, value: &str) -> String {
+    // Names are compared decoded (`api%5Fkey` and `api+key` are names too),
+    // so no spelling of the name keeps the client's value.
     let mut pairs: Vec<&str> = query
         .unwrap_or("")
         .split('&')
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
             let key = pair.split('=').next().unwrap_or("");
-            key != name && key != percent_encode(name)
+            form_decode(key) != name.as_bytes()
         })
         .collect();
     let added = format!("{}={}", percent_encode(name), percent_encode(value));
     pairs.push(&added);
     pairs.join("&")
+}
+
+/// A query-string component decoded: `%XX` escapes and `+` as a space.
+fn form_decode(text: &str) -> Vec<u8> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let decoded = text
+                    .get(i + 1..i + 3)
+                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+                if let Some(byte) = decoded {
+                    out.push(byte);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Writes `value` at `location` in `request`.
@@ -227,9 +262,7 @@ async fn apply(
             let bytes = body::read_to_limit(body, max_body)
                 .await
                 .map_err(|err| match err {
-                    body::ReadError::TooLarge(_) => {
-                        Failure::BadBody("the request body is too large")
-                    }
+                    body::ReadError::TooLarge(_) => Failure::TooLarge,
                     body::ReadError::Failed => {
                         Failure::BadBody("the request body could not be read")
                     }
@@ -422,5 +455,10 @@ mod tests {
             "a=1&b=2&api_key=s%2F3"
         );
         assert_eq!(replace_query(None, "k", "v"), "k=v");
+        assert_eq!(
+            replace_query(Some("api%5Fkey=c&api%5fkey=d&a=1"), "api_key", "s"),
+            "a=1&api_key=s"
+        );
+        assert_eq!(replace_query(Some("my+key=c"), "my key", "s"), "my%20key=s");
     }
 }

@@ -9,6 +9,7 @@
 //! no fresh token can be had, the answer is an error (502
 //! `upstream_credential_unavailable` at the injection layer).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,9 @@ pub enum TokenError {
     /// The answer was not a token response.
     #[error("token endpoint answered something that is not a token response")]
     Malformed,
+    /// The token request this caller waited for failed.
+    #[error("the token request in progress failed")]
+    RecentlyFailed,
 }
 
 struct Cached {
@@ -64,6 +68,8 @@ pub struct TokenManager {
     credentials: Weak<Credentials>,
     client: HttpsClient<Full<Bytes>>,
     cached: tokio::sync::Mutex<Option<Cached>>,
+    /// Failed token requests so far.
+    failures: AtomicU64,
     /// The refresh token in use (it may rotate).
     refresh_token: std::sync::Mutex<Option<SecretString>>,
     ok: IntCounter,
@@ -148,6 +154,7 @@ impl TokenManager {
             credentials,
             client,
             cached: tokio::sync::Mutex::new(None),
+            failures: AtomicU64::new(0),
             refresh_token: std::sync::Mutex::new(refresh_token),
             ok: refresh_total.with_label_values(&[name, "ok"]),
             error: refresh_total.with_label_values(&[name, "error"]),
@@ -164,12 +171,21 @@ impl TokenManager {
     /// A token that is not expired: the cached one, or a new one. Callers
     /// that arrive during a fetch wait for it.
     pub async fn token(&self) -> Result<SecretString, TokenError> {
+        let failures_seen = self.failures.load(Ordering::Acquire);
         let mut cached = self.cached.lock().await;
-        let now = Instant::now();
         if let Some(current) = cached.as_ref()
-            && now < current.refresh_at
+            && Instant::now() < current.refresh_at
         {
             return Ok(current.token.clone());
+        }
+        // A token request that failed while this caller waited for the
+        // lock is its answer too: waiting callers share one failure rather
+        // than asking the endpoint again one after another.
+        if self.failures.load(Ordering::Acquire) != failures_seen {
+            return match cached.as_ref() {
+                Some(current) if Instant::now() < current.expires_at => Ok(current.token.clone()),
+                _ => Err(TokenError::RecentlyFailed),
+            };
         }
         match self.fetch().await {
             Ok(fresh) => {
@@ -180,10 +196,14 @@ impl TokenManager {
             }
             Err(err) => {
                 self.error.inc();
+                self.failures.fetch_add(1, Ordering::AcqRel);
                 tracing::warn!(credential = %self.name, error = %err, "OAuth2 token refresh failed");
-                // A token due for refresh but not yet expired still serves.
+                // A token due for refresh but not yet expired still serves;
+                // "now" is read again: the failed fetch took time.
                 match cached.as_ref() {
-                    Some(current) if now < current.expires_at => Ok(current.token.clone()),
+                    Some(current) if Instant::now() < current.expires_at => {
+                        Ok(current.token.clone())
+                    }
                     _ => {
                         *cached = None;
                         Err(err)
@@ -282,9 +302,14 @@ impl TokenManager {
             }
         }
         // Refresh at 80 % of the life, and at the latest 30 s before expiry.
-        let refresh_in = lifetime
-            .mul_f64(0.8)
-            .min(lifetime.saturating_sub(Duration::from_secs(30)));
+        // At 80 % of the life, and at the latest 30 s before expiry; a token
+        // living 30 s or less is refreshed at 80 % of its life.
+        let latest = lifetime.saturating_sub(Duration::from_secs(30));
+        let refresh_in = if latest.is_zero() {
+            lifetime.mul_f64(0.8)
+        } else {
+            lifetime.mul_f64(0.8).min(latest)
+        };
         Ok(Cached {
             token: SecretString::new(token),
             refresh_at: started + refresh_in,

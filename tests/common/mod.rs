@@ -1110,3 +1110,346 @@ pub fn metric_value(text: &str, sample: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+// ---------------------------------------------------------------------------
+// Temporary directories
+
+/// A directory under the test target's temporary directory, removed (with
+/// everything in it) on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    pub path: PathBuf,
+}
+
+impl TempDir {
+    /// A new, empty directory whose name ends with `suffix`.
+    pub fn new(suffix: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "warden-test-{}-{}-{suffix}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+        std::fs::create_dir_all(&path).expect("create the temporary directory");
+        Self { path }
+    }
+
+    /// `path/name`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// `path/name`, as text.
+    pub fn join_str(&self, name: &str) -> String {
+        self.join(name).to_str().expect("a UTF-8 path").to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// An upstream that keeps bodies and answers as the test says
+
+/// One request as the scripted upstream received it, body included.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub method: Method,
+    /// The request target: path and query, exactly as sent.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// When the request (body included) had arrived.
+    pub at: Instant,
+}
+
+impl Captured {
+    /// The one value of header `name`, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every value of header `name`, as text.
+    pub fn header_all(&self, name: &str) -> Vec<String> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect()
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!(
+                "the upstream's body is not JSON ({err}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+}
+
+/// How the scripted upstream answers: a status and a body, given the request.
+pub type Script = Arc<dyn Fn(&Captured) -> (u16, String) + Send + Sync>;
+
+/// A hyper server on `127.0.0.1:0` that keeps every request with its body
+/// and answers as its [`Script`] says.
+pub struct ScriptedUpstream {
+    pub addr: SocketAddr,
+    records: Arc<Mutex<Vec<Captured>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for ScriptedUpstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScriptedUpstream")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedUpstream {
+    /// An upstream that answers 200 `upstream ok` to everything.
+    pub async fn ok() -> Self {
+        Self::start(Arc::new(|_: &Captured| (200, "upstream ok\n".to_owned()))).await
+    }
+
+    /// Binds and serves an upstream that answers as `script` says.
+    pub async fn start(script: Script) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let records = Arc::new(Mutex::new(Vec::new()));
+        let sink = records.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let sink = sink.clone();
+                let script = script.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        let sink = sink.clone();
+                        let script = script.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes());
+                            let Ok(body) = body else {
+                                return Ok::<_, Infallible>(Response::new(empty()));
+                            };
+                            let captured = Captured {
+                                method: parts.method,
+                                target: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map_or_else(String::new, ToString::to_string),
+                                headers: parts.headers,
+                                body,
+                                at: Instant::now(),
+                            };
+                            let (status, text) = script(&captured);
+                            sink.lock().unwrap().push(captured);
+                            let mut response = Response::new(full(text));
+                            *response.status_mut() = StatusCode::from_u16(status).unwrap();
+                            Ok(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            records,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<Captured> {
+        self.records.lock().unwrap().clone()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Captured {
+        self.requests()
+            .pop()
+            .expect("a request reached the upstream")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The binary, every byte of its output kept
+
+/// A `warden run` process whose stdout and stderr are both kept, as text.
+#[derive(Debug)]
+pub struct CapturedWarden {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    child: Child,
+    output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    _config: ConfigFile,
+}
+
+/// Starts `warden run --config <file with toml>` (which must log JSON) with
+/// stdout and stderr captured, and waits for its `listening` line.
+pub async fn spawn_warden_captured(toml: &str) -> CapturedWarden {
+    let config = ConfigFile::new(toml);
+    let mut child = warden_command(&["run", "--config", config.path_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the warden binary");
+    let output = Arc::new(Mutex::new(String::new()));
+    let mut readers = Vec::new();
+    let stdout: Box<dyn std::io::Read + Send> = Box::new(child.stdout.take().expect("stdout"));
+    let stderr: Box<dyn std::io::Read + Send> = Box::new(child.stderr.take().expect("stderr"));
+    for stream in [stdout, stderr] {
+        let sink = output.clone();
+        readers.push(std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        }));
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let listening = loop {
+        let found = output.lock().unwrap().lines().find_map(|line| {
+            serde_json::from_str::<Value>(line)
+                .ok()
+                .filter(|v| v["message"] == "listening")
+        });
+        if let Some(line) = found {
+            break line;
+        }
+        if Instant::now() >= deadline || child.try_wait().ok().flatten().is_some() {
+            panic!(
+                "warden never logged `listening`; its output:\n{}",
+                output.lock().unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let address = |field: &str| -> SocketAddr {
+        listening[field]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} address in {listening}"))
+    };
+    CapturedWarden {
+        addr: address("listen"),
+        admin: address("admin_listen"),
+        child,
+        output,
+        readers,
+        _config: config,
+    }
+}
+
+impl CapturedWarden {
+    /// Everything written so far, stdout and stderr interleaved by line.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Stops the process with SIGTERM, waits for it and for the end of its
+    /// output, and returns all of it.
+    pub async fn stop(mut self) -> String {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + PATIENCE;
+        while self.child.try_wait().expect("try_wait").is_none() {
+            assert!(Instant::now() < deadline, "warden did not exit in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.output()
+    }
+}
+
+impl Drop for CapturedWarden {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Reloads
+
+/// [`spawn_gateway_with`], reading the config from the file at `path` and
+/// started with it as `config_path`, so it can be reloaded; also returns
+/// the gateway's reloader.
+pub async fn spawn_gateway_from_file(
+    path: &std::path::Path,
+    mut options: warden::StartOptions,
+) -> (TestGateway, Arc<warden::server::generation::Reloader>) {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(err) => panic!("the test config is invalid:\n{err}"),
+    };
+    options.config_path = Some(path.to_owned());
+    let gateway = Gateway::bind_with(config, options)
+        .await
+        .expect("the gateway binds 127.0.0.1:0");
+    let reloader = gateway
+        .reloader()
+        .expect("a gateway started with a config path has a reloader");
+    let addr = gateway.local_addr().expect("main listener address");
+    let admin = gateway.admin_addr().expect("admin listener address");
+    let (trigger, stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(async move {
+        let _ = stop.await;
+    }));
+    let gateway = TestGateway {
+        addr,
+        admin,
+        shutdown: Some(trigger),
+        task: Some(task),
+    };
+    (gateway, reloader)
+}
+
+impl WardenProcess {
+    /// The config file the process was started with (rewrite it, then
+    /// send SIGHUP to reload).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self._config.path
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
