@@ -108,7 +108,13 @@ pub fn json_error(
         "error_description": description,
         "execution_key": key.map(ExecutionKey::as_str),
     });
-    let mut response = Response::new(body::full(body.to_string()));
+    json_response(status, &body)
+}
+
+/// A JSON response that no cache keeps (`Cache-Control: no-store`): the
+/// gateway's own answers are about one request and may name tokens.
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(body::full(value.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -36,7 +36,7 @@ use super::state::AuthState;
 use super::{Authenticator, Principal, rejection_response};
 use crate::audit::AuditLog;
 use crate::body::{self, Body};
-use crate::error::json_error;
+use crate::error::{json_error, json_response};
 use crate::execution_key::ExecutionKey;
 use crate::server::ConnectInfo;
 
@@ -796,15 +796,7 @@ impl EndpointsInner {
             .field("by", "token_holder")
             .send();
         let body = serde_json::json!({ "revoked": true, "jti": jti, "execution_key": key.map(ExecutionKey::as_str) });
-        let mut response = Response::new(body::full(body.to_string()));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        json_response(StatusCode::OK, &body)
     }
 }
 
@@ -815,13 +807,8 @@ fn token_response(issued: &Issued) -> Response<Body> {
         "expires_in": issued.expires_in,
         "scope": issued.scope,
     });
-    let mut response = Response::new(body::full(body.to_string()));
+    let mut response = json_response(StatusCode::OK, &body);
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,

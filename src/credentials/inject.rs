@@ -25,7 +25,7 @@ use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
-use super::{Credential, Credentials, Kind, Location};
+use super::{Credential, Credentials, Kind, Location, percent_encode};
 use crate::body::{self, Body};
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
@@ -130,19 +130,6 @@ fn failure_response(failure: Failure, key: Option<&ExecutionKey>) -> Response<Bo
             key,
         ),
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters.
-pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// The value to write: the bare secret, or an `Authorization` value.

@@ -19,7 +19,7 @@ use http_body_util::Full;
 use prometheus::IntCounter;
 use serde_json::Value;
 
-use super::{ClientAuth, Credential, Credentials, Kind};
+use super::{ClientAuth, Credential, Credentials, Kind, percent_encode};
 use crate::outbound::HttpsClient;
 use crate::secret::SecretString;
 
@@ -118,20 +118,9 @@ fn client_identity(kind: &Kind) -> Option<ClientIdentity<'_>> {
 }
 
 fn form_encode(pairs: &[(&str, &str)]) -> String {
-    fn encode(text: &str) -> String {
-        let mut out = String::with_capacity(text.len());
-        for b in text.bytes() {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                out.push(char::from(b));
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    }
     pairs
         .iter()
-        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -261,8 +250,8 @@ impl TokenManager {
             // RFC 6749 §2.3.1: both parts form-encoded before Basic.
             let pair = zeroize::Zeroizing::new(format!(
                 "{}:{}",
-                form_encode(&[("", client_id)]).trim_start_matches('='),
-                form_encode(&[("", client_secret.expose())]).trim_start_matches('='),
+                percent_encode(client_id),
+                percent_encode(client_secret.expose()),
             ));
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
             let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))

@@ -45,10 +45,9 @@ pub async fn respond(request: Request<Body>) -> Response<Body> {
         .filter(|v| !v.is_empty());
     let redact = |text: &str| -> String {
         match &injected {
-            Some(secret) => text.replace(secret.as_str(), "[redacted]").replace(
-                &crate::credentials::inject::percent_encode(secret),
-                "[redacted]",
-            ),
+            Some(secret) => text
+                .replace(secret.as_str(), "[redacted]")
+                .replace(&crate::credentials::percent_encode(secret), "[redacted]"),
             None => text.to_owned(),
         }
     };

@@ -17,7 +17,7 @@ use crate::auth::state::AuthState;
 use crate::auth::{Authenticator, Principal, Reason, Rejection, bearer_token, rejection_response};
 use crate::body::{self, Body};
 use crate::credentials::{CredentialInput, Credentials};
-use crate::error::json_error;
+use crate::error::{json_error, json_response};
 use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
 use crate::metrics::Metrics;
 
@@ -138,16 +138,6 @@ impl Action {
             }
         }
     }
-}
-
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(body::full(value.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
 }
 
 /// The admin endpoints.
@@ -453,12 +443,7 @@ impl Admin {
             .field("by", principal.sub.clone())
             .send();
         let body = serde_json::json!({ "revoked": true, "jti": revoke.jti, "execution_key": key.as_str() });
-        let mut response = Response::new(body::full(body.to_string()));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        json_response(StatusCode::OK, &body)
     }
 
     /// Answers one admin request.
