@@ -15,9 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{Request, Uri};
-use http_body_util::Empty;
 use prometheus::IntGauge;
 
 /// A route's health rules.
@@ -137,13 +135,16 @@ impl Targets {
         target.up.set(i64::from(self.usable(target, self.now_ms())));
     }
 
-    /// Runs the active check forever (when the route has one).
-    pub async fn check_forever(self: Arc<Self>) {
+    /// Runs the active check forever (when the route has one), through the
+    /// route's own client: its trust root, TLS name and HTTP version.
+    pub async fn check_forever(self: Arc<Self>, client: super::UpstreamClient) {
         let Some(path) = self.settings.path.clone() else {
             return;
         };
-        let Ok(client) = crate::outbound::https_client::<Empty<Bytes>>(None) else {
-            return;
+        let version = if client.http2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
         };
         loop {
             for target in &self.targets {
@@ -153,9 +154,16 @@ impl Targets {
                     target.uri.scheme_str().unwrap_or("http"),
                     target.uri.authority().map_or("", |a| a.as_str())
                 );
-                let healthy = match Request::get(url).body(Empty::new()) {
+                let request = Request::get(url)
+                    .version(version)
+                    .body(crate::body::empty());
+                let healthy = match request {
                     Ok(request) => matches!(
-                        tokio::time::timeout(self.settings.interval.min(Duration::from_secs(5)), client.request(request)).await,
+                        tokio::time::timeout(
+                            self.settings.interval.min(Duration::from_secs(5)),
+                            client.client.request(request)
+                        )
+                        .await,
                         Ok(Ok(response)) if response.status().is_success()
                     ),
                     Err(_) => false,

@@ -8,6 +8,7 @@
 //! on one port) with the header limits and the header read timeout.
 
 pub mod admin;
+mod deadline;
 pub mod generation;
 pub mod limits;
 pub mod stack;
@@ -35,6 +36,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::router::HttpService;
 use admin::Admin;
+use deadline::FirstByteDeadline;
 use generation::{Live, Persistent, Reloader};
 
 /// `[server]`, validated.
@@ -336,7 +338,13 @@ impl Gateway {
             });
             let service = TowerToHyperService::new(service);
             match tls {
-                None => serve_connection(&builder, Some(&graceful), stream, service, Some(slot)),
+                None => serve_connection(
+                    &builder,
+                    Some(&graceful),
+                    FirstByteDeadline::new(stream, handshake_timeout),
+                    service,
+                    Some(slot),
+                ),
                 Some(acceptor) => serve_tls_connection(
                     &builder,
                     &graceful,
@@ -405,7 +413,9 @@ fn serve_tls_connection<S>(
         } = handshake;
         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
             Ok(Ok(tls_stream)) => {
-                let connection = builder.serve_connection(TokioIo::new(tls_stream), service);
+                // The request must start as promptly after the handshake.
+                let io = FirstByteDeadline::new(tls_stream, timeout);
+                let connection = builder.serve_connection(TokioIo::new(io), service);
                 if let Err(err) = watcher.watch(connection).await {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
@@ -474,13 +484,14 @@ async fn accepted_or_log(
     }
 }
 
-fn serve_connection<S>(
+fn serve_connection<I, S>(
     builder: &Arc<auto::Builder<TokioExecutor>>,
     graceful: Option<&GracefulShutdown>,
-    stream: TcpStream,
+    stream: I,
     service: S,
     slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
         + Send
         + 'static,

@@ -136,21 +136,6 @@ fn route_stack(
         ..
     } = shared;
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
-    let targets = match &route.upstream {
-        Upstream::Echo => None,
-        Upstream::Http(uris) => {
-            let targets = Arc::new(Targets::new(
-                &route.name,
-                uris,
-                route.health.clone(),
-                &metrics.upstream_up,
-            ));
-            if route.health.path.is_some() {
-                tasks.push(tokio::spawn(targets.clone().check_forever()).abort_handle());
-            }
-            Some(targets)
-        }
-    };
     let client = match clients.get(&route.connection) {
         Some(client) => client.clone(),
         None => {
@@ -171,6 +156,23 @@ fn route_stack(
                     )
                 },
             ));
+        }
+    };
+    let targets = match &route.upstream {
+        Upstream::Echo => None,
+        Upstream::Http(uris) => {
+            let targets = Arc::new(Targets::new(
+                &route.name,
+                uris,
+                route.health.clone(),
+                &metrics.upstream_up,
+            ));
+            if route.health.path.is_some() {
+                tasks.push(
+                    tokio::spawn(targets.clone().check_forever(client.clone())).abort_handle(),
+                );
+            }
+            Some(targets)
         }
     };
     let proxy = Proxy::new(targets, strip, route.timeout, client);
