@@ -399,6 +399,9 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Listen for SIGHUP before the ports open, so an early reload
+        // request cannot hit the signal's default action (ending the process).
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
         let options = warden::StartOptions {
             config_path: Some(path),
             ..warden::StartOptions::default()
@@ -411,8 +414,14 @@ fn run(config: Option<PathBuf>) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        if let Some(reloader) = gateway.reloader() {
-            tokio::spawn(reload_on_hangup(reloader));
+        match (gateway.reloader(), hangup) {
+            (Some(reloader), Ok(hangup)) => {
+                tokio::spawn(reload_on_hangup(reloader, hangup));
+            }
+            (_, Err(err)) => {
+                tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/reload");
+            }
+            (None, Ok(_)) => {}
         }
         gateway.serve(shutdown_signal()).await;
         ExitCode::SUCCESS
@@ -421,15 +430,10 @@ fn run(config: Option<PathBuf>) -> ExitCode {
 
 /// Reloads the config on every SIGHUP; an invalid config is logged and the
 /// old one keeps serving.
-async fn reload_on_hangup(reloader: std::sync::Arc<warden::server::generation::Reloader>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut hangup = match signal(SignalKind::hangup()) {
-        Ok(stream) => stream,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGHUP; reload with POST /admin/reload");
-            return;
-        }
-    };
+async fn reload_on_hangup(
+    reloader: std::sync::Arc<warden::server::generation::Reloader>,
+    mut hangup: tokio::signal::unix::Signal,
+) {
     while hangup.recv().await.is_some() {
         tracing::info!(signal = "SIGHUP", "reloading the config");
         // The outcome is logged by the reloader.

@@ -29,6 +29,22 @@ pub struct ClientOptions<'a> {
     pub connect_timeout: Option<Duration>,
 }
 
+/// The certificates of a `ca_file`; a file with none is an error, not an
+/// empty trust root that would only show up as failed connections.
+pub fn ca_certificates(
+    path: &Path,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
 /// A client trusting the webpki roots and the certificates in `ca_file`.
 pub fn https_client<B>(ca_file: Option<&Path>) -> Result<HttpsClient<B>, String>
 where
@@ -47,14 +63,10 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
-    use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = options.ca_file {
-        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
+        for cert in ca_certificates(path)? {
             roots
                 .add(cert)
                 .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -916,11 +916,11 @@ fn build_trusted_issuers(
         }
         let ca_file = file.ca_file.as_deref().map(|p| resolve(report, p));
         if let Some(ca) = &ca_file
-            && !ca.is_file()
+            && let Err(why) = crate::outbound::ca_certificates(ca)
         {
             report.problem(
                 &path.key("ca_file"),
-                format!("{} is not a readable file", ca.display()),
+                why,
                 "give the PEM file of the provider's CA",
             );
         }
@@ -1315,11 +1315,11 @@ fn build_route(
         http2: file.upstream_http2.unwrap_or(false),
     };
     if let Some(ca) = &connection.ca_file
-        && !ca.is_file()
+        && let Err(why) = crate::outbound::ca_certificates(ca)
     {
         report.problem(
             &path.key("ca_file"),
-            format!("{} is not a readable file", ca.display()),
+            why,
             "give the PEM file of the upstream's CA",
         );
     }

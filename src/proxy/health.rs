@@ -111,9 +111,11 @@ impl Targets {
             .find(|target| self.usable(target, now))
     }
 
-    /// The target answered: its failure count starts again.
+    /// The target answered: its failure count starts again, and it shows
+    /// as up again if it was skipped.
     pub fn succeeded(&self, target: &Target) {
-        if target.consecutive_failures.swap(0, Ordering::Relaxed) != 0 {
+        target.consecutive_failures.store(0, Ordering::Relaxed);
+        if target.up.get() == 0 {
             self.refresh_gauge(target);
         }
     }
@@ -181,6 +183,14 @@ impl Targets {
     /// The targets, for tests and the admin view.
     pub fn all(&self) -> &[Target] {
         &self.targets
+    }
+
+    /// The `warden_upstream_up` labels of these targets.
+    pub fn labels(&self, route: &str) -> Vec<(String, String)> {
+        self.targets
+            .iter()
+            .map(|t| (route.to_owned(), target_label(&t.uri)))
+            .collect()
     }
 }
 

@@ -469,8 +469,11 @@ impl Admin {
                 } else {
                     StatusCode::SERVICE_UNAVAILABLE
                 };
-                let json =
-                    serde_json::json!({ "ready": waiting.is_empty(), "waiting_for": waiting });
+                let json = serde_json::json!({
+                    "ready": waiting.is_empty(),
+                    "waiting_for": waiting,
+                    "config_sha256": **self.live.config_sha256.load(),
+                });
                 (status, "application/json", body::full(json.to_string()))
             }
             (&Method::GET, "/metrics") => (

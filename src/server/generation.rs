@@ -70,6 +70,8 @@ pub struct Generation {
     pub tasks: Vec<AbortHandle>,
     /// SHA-256 of the config text, shown by `/readyz`.
     pub config_sha256: String,
+    /// Its `warden_upstream_up` series.
+    pub upstream_labels: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Generation {
@@ -93,6 +95,8 @@ pub struct Live {
     tasks: Mutex<Vec<AbortHandle>>,
     /// SHA-256 of the config in force.
     pub config_sha256: ArcSwap<String>,
+    /// The generation's `warden_upstream_up` series.
+    upstream_labels: Mutex<Vec<(String, String)>>,
 }
 
 impl std::fmt::Debug for Live {
@@ -112,11 +116,25 @@ impl Live {
             tls: ArcSwapOption::new(first.tls),
             tasks: Mutex::new(first.tasks),
             config_sha256: ArcSwap::from_pointee(first.config_sha256),
+            upstream_labels: Mutex::new(first.upstream_labels),
         }
     }
 
-    /// Puts `next` in force; the previous generation's tasks end.
-    pub fn swap(&self, next: Generation) {
+    /// Puts `next` in force; the previous generation's tasks end, and the
+    /// `warden_upstream_up` series of targets it no longer has go away.
+    pub fn swap(&self, next: Generation, up: &prometheus::IntGaugeVec) {
+        if let Ok(mut labels) = self.upstream_labels.lock() {
+            for (route, target) in labels.iter() {
+                let kept = next
+                    .upstream_labels
+                    .iter()
+                    .any(|(r, t)| r == route && t == target);
+                if !kept {
+                    let _ = up.remove_label_values(&[route, target]);
+                }
+            }
+            *labels = next.upstream_labels.clone();
+        }
         self.service.store(Arc::new(next.service));
         self.admin.store(Arc::new(next.admin));
         self.tls.store(next.tls);
@@ -318,6 +336,7 @@ impl Persistent {
             },
             tls,
             tasks: built.tasks,
+            upstream_labels: built.upstream_labels,
             config_sha256,
         })
     }
@@ -415,7 +434,8 @@ impl Reloader {
         }
         match self.persistent.build(&config, hash.clone()) {
             Ok(generation) => {
-                self.live.swap(generation);
+                self.live
+                    .swap(generation, &self.persistent.metrics.upstream_up);
                 self.ok.inc();
                 tracing::info!(config_sha256 = %hash, routes = config.routes.len(), "config reloaded");
                 Ok(hash)

@@ -53,6 +53,8 @@ pub struct Built {
     pub service: HttpService,
     /// The routes' active health checks.
     pub tasks: Vec<tokio::task::AbortHandle>,
+    /// The `warden_upstream_up{route,target}` series this build reports.
+    pub upstream_labels: Vec<(String, String)>,
 }
 
 /// Builds the service that answers client requests.
@@ -70,6 +72,7 @@ pub fn build(config: &Config, shared: &Shared) -> Built {
     names.dedup();
     let claim_headers: Arc<[http::HeaderName]> = names.into();
     let mut tasks = Vec::new();
+    let mut upstream_labels = Vec::new();
     let routes = config
         .routes
         .iter()
@@ -79,7 +82,13 @@ pub fn build(config: &Config, shared: &Shared) -> Built {
                     name: route.name.as_str().into(),
                     metrics: metrics.for_route(&route.name),
                 },
-                service: route_stack(route, shared, &claim_headers, &mut tasks),
+                service: route_stack(
+                    route,
+                    shared,
+                    &claim_headers,
+                    &mut tasks,
+                    &mut upstream_labels,
+                ),
             };
             (route.key.clone(), entry)
         })
@@ -118,6 +127,7 @@ pub fn build(config: &Config, shared: &Shared) -> Built {
     Built {
         service: BoxCloneSyncService::new(service),
         tasks,
+        upstream_labels,
     }
 }
 
@@ -127,6 +137,7 @@ fn route_stack(
     shared: &Shared,
     claim_headers: &Arc<[http::HeaderName]>,
     tasks: &mut Vec<tokio::task::AbortHandle>,
+    upstream_labels: &mut Vec<(String, String)>,
 ) -> HttpService {
     let Shared {
         metrics,
@@ -172,6 +183,7 @@ fn route_stack(
                     tokio::spawn(targets.clone().check_forever(client.clone())).abort_handle(),
                 );
             }
+            upstream_labels.extend(targets.labels(&route.name));
             Some(targets)
         }
     };
