@@ -1,11 +1,14 @@
 //! The audit log: one JSON line per security event (SPEC §7), each with
 //! `ts`, `event` and `execution_key`.
 //!
-//! Events go through a bounded channel to one writer task, so a slow sink
-//! (a full disk, a blocked pipe) never blocks a request: when the channel is
+//! Events go through a bounded channel to one writer, so a slow sink (a
+//! full disk, a blocked pipe) never blocks a request: when the channel is
 //! full the event is dropped and counted in
 //! `warden_audit_events_dropped_total`, never silently. The sink is standard
-//! output or a file opened for appending.
+//! output or a file opened for appending, written by a thread of its own
+//! with plain blocking writes; the writer takes every event waiting and
+//! writes them in one call, so under load the cost of a write is shared by
+//! many events. A failed write counts its events as dropped.
 //!
 //! No event ever holds a token, a password, a key or a secret: only ids
 //! (`jti`, `sub`, the identity that exists), decisions and reasons.
@@ -40,12 +43,33 @@ pub struct AuditSettings {
     pub sink: AuditSink,
 }
 
-/// Sends audit events to the writer task. Cheap to clone.
+/// Sends audit events to the writer. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AuditLog {
-    sender: mpsc::Sender<Vec<u8>>,
+    sender: Sender,
     dropped: IntCounter,
 }
+
+/// The channel to the writer: a thread for stdout and files, a task for an
+/// async writer handed in by an embedder or a test.
+#[derive(Clone, Debug)]
+enum Sender {
+    Thread(std::sync::mpsc::SyncSender<Vec<u8>>),
+    Task(mpsc::Sender<Vec<u8>>),
+}
+
+impl Sender {
+    /// Queues `line`; `false` when the writer is behind (or gone).
+    fn try_send(&self, line: Vec<u8>) -> bool {
+        match self {
+            Sender::Thread(sender) => sender.try_send(line).is_ok(),
+            Sender::Task(sender) => sender.try_send(line).is_ok(),
+        }
+    }
+}
+
+/// The most bytes written in one call.
+const MAX_BATCH: usize = 256 * 1024;
 
 /// One event being built: `AuditLog::event(...)`, fields, then `send`.
 #[derive(Debug)]
@@ -65,7 +89,7 @@ impl AuditEvent<'_> {
     pub fn send(self) {
         let mut line = Value::Object(self.fields).to_string().into_bytes();
         line.push(b'\n');
-        if self.log.sender.try_send(line).is_err() {
+        if !self.log.sender.try_send(line) {
             self.log.dropped.inc();
         }
     }
@@ -80,35 +104,42 @@ pub fn timestamp() -> String {
 }
 
 impl AuditLog {
-    /// Starts the writer task for `settings` and returns the handle to send
-    /// events with. `dropped` counts events lost to a full channel.
+    /// Starts the writer for `settings` and returns the handle to send
+    /// events with. `dropped` counts events lost to a full channel or a
+    /// failed write.
     pub async fn start(settings: &AuditSettings, dropped: IntCounter) -> std::io::Result<Self> {
-        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-        match &settings.sink {
-            AuditSink::Stdout => {
-                tokio::spawn(write_all(receiver, tokio::io::stdout(), dropped.clone()));
-            }
-            AuditSink::File(path) => {
-                let file = tokio::fs::OpenOptions::new()
+        let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
+        let writer: Box<dyn std::io::Write + Send> = match &settings.sink {
+            AuditSink::Stdout => Box::new(std::io::stdout()),
+            AuditSink::File(path) => Box::new(
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(path)
-                    .await?;
-                tokio::spawn(write_all(receiver, file, dropped.clone()));
-            }
-        }
-        Ok(Self { sender, dropped })
+                    .open(path)?,
+            ),
+        };
+        let counter = dropped.clone();
+        std::thread::Builder::new()
+            .name("warden-audit".into())
+            .spawn(move || write_batches(&receiver, writer, &counter))?;
+        Ok(Self {
+            sender: Sender::Thread(sender),
+            dropped,
+        })
     }
 
     /// A log whose events go to `writer` through a channel of `capacity`;
-    /// for tests of a slow or blocked sink.
+    /// for embedders, and tests of a slow or blocked sink.
     pub fn with_writer<W>(writer: W, capacity: usize, dropped: IntCounter) -> Self
     where
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_all(receiver, writer, dropped.clone()));
-        Self { sender, dropped }
+        tokio::spawn(write_batches_async(receiver, writer, dropped.clone()));
+        Self {
+            sender: Sender::Task(sender),
+            dropped,
+        }
     }
 
     /// Queues an event that serializes itself (the per-request events, which
@@ -119,7 +150,7 @@ impl AuditLog {
             return;
         };
         line.push(b'\n');
-        if self.sender.try_send(line).is_err() {
+        if !self.sender.try_send(line) {
             self.dropped.inc();
         }
     }
@@ -137,17 +168,56 @@ impl AuditLog {
     }
 }
 
-async fn write_all<W>(mut receiver: mpsc::Receiver<Vec<u8>>, mut writer: W, dropped: IntCounter)
-where
-    W: tokio::io::AsyncWrite + Unpin,
-{
-    while let Some(line) = receiver.recv().await {
-        let written = writer.write_all(&line).await;
-        // Flush per event: an audit line must not sit in a buffer when the
-        // process stops.
-        if let Err(err) = written.and(writer.flush().await) {
-            dropped.inc();
+/// The writer thread: takes every event waiting, writes them in one call,
+/// flushes, and waits for more. Ends when every sender is gone.
+fn write_batches(
+    receiver: &std::sync::mpsc::Receiver<Vec<u8>>,
+    mut writer: Box<dyn std::io::Write + Send>,
+    dropped: &IntCounter,
+) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while let Ok(first) = receiver.recv() {
+        batch.extend_from_slice(&first);
+        let mut events = 1u64;
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(next) => {
+                    batch.extend_from_slice(&next);
+                    events += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        // Flushed per batch: an audit line must not sit in a buffer when
+        // the process stops.
+        if let Err(err) = writer.write_all(&batch).and_then(|()| writer.flush()) {
+            dropped.inc_by(events);
             tracing::error!(error = %err, "cannot write the audit log; events are being lost");
         }
+        batch.clear();
+    }
+}
+
+/// The writer task for an async writer: the same batching.
+async fn write_batches_async<W>(
+    mut receiver: mpsc::Receiver<Vec<u8>>,
+    mut writer: W,
+    dropped: IntCounter,
+) where
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let mut lines = Vec::with_capacity(256);
+    let mut batch = Vec::with_capacity(64 * 1024);
+    while receiver.recv_many(&mut lines, 256).await > 0 {
+        for line in lines.drain(..) {
+            batch.extend_from_slice(&line);
+        }
+        let events = batch.iter().filter(|b| **b == b'\n').count() as u64;
+        let written = writer.write_all(&batch).await;
+        if let Err(err) = written.and(writer.flush().await) {
+            dropped.inc_by(events);
+            tracing::error!(error = %err, "cannot write the audit log; events are being lost");
+        }
+        batch.clear();
     }
 }

@@ -26,10 +26,18 @@ pub static EXECUTION_KEY_HEADER: HeaderName = HeaderName::from_static("x-executi
 pub struct ExecutionKey(HeaderValue);
 
 impl ExecutionKey {
-    /// A fresh key: a UUIDv7, so keys sort by time.
+    /// A fresh key: a UUIDv7, so keys sort by time. Its random bits come
+    /// from aws-lc-rs's generator, which needs no system call per key.
     pub fn generate() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut random = [0u8; 10];
+        // On failure (never seen) the key is still unique enough in time.
+        let _ = aws_lc_rs::rand::fill(&mut random);
+        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
         let mut buffer = uuid::Uuid::encode_buffer();
-        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer);
+        let text = id.hyphenated().encode_lower(&mut buffer);
         Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")))
     }
 

@@ -13,9 +13,22 @@ const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0, 30.0,
 ];
 
-/// The gateway's metric families.
+/// The gateway's metric families, shared: cloning is one reference count,
+/// so request paths can hold them cheaply.
 #[derive(Clone, Debug)]
-pub struct Metrics {
+pub struct Metrics(std::sync::Arc<MetricFamilies>);
+
+impl std::ops::Deref for Metrics {
+    type Target = MetricFamilies;
+
+    fn deref(&self) -> &MetricFamilies {
+        &self.0
+    }
+}
+
+/// The metric families themselves.
+#[derive(Debug)]
+pub struct MetricFamilies {
     registry: Registry,
     requests_total: IntCounterVec,
     request_duration: HistogramVec,
@@ -146,7 +159,7 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(MetricFamilies {
             registry,
             requests_total,
             request_duration,
@@ -161,7 +174,7 @@ impl Metrics {
             credential_refresh,
             upstream_up,
             config_reloads,
-        })
+        })))
     }
 
     /// The registry, for other modules' families.

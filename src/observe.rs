@@ -87,7 +87,12 @@ where
         let started = Instant::now();
         let key = request.extensions().get::<ExecutionKey>().cloned();
         let method = request.method().clone();
-        let path: Box<str> = request.uri().path().into();
+        // The path is copied only when the access log will print it.
+        let path: Box<str> = if tracing::enabled!(target: "warden::access", tracing::Level::INFO) {
+            request.uri().path().into()
+        } else {
+            Box::default()
+        };
         let bytes_in = ByteCount::default();
         let request = request.map(|b| body::boxed(Counted::new(b, bytes_in.clone())));
         self.metrics.in_flight.inc();

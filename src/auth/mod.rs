@@ -63,7 +63,9 @@ impl Default for ValidationSettings {
         Self {
             leeway: Duration::from_secs(30),
             max_token_bytes: 8192,
-            cache_entries: 100_000,
+            // About 15 MiB at most: enough for the clients in flight, bounded
+            // when every request brings a new token.
+            cache_entries: 10_000,
         }
     }
 }
@@ -440,7 +442,7 @@ impl Layer<HttpService> for JwtAuthLayer {
     fn layer(&self, inner: HttpService) -> Self::Service {
         JwtAuth {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
         }
     }
 }
@@ -449,7 +451,7 @@ impl Layer<HttpService> for JwtAuthLayer {
 #[derive(Clone, Debug)]
 pub struct JwtAuth {
     inner: HttpService,
-    layer: JwtAuthLayer,
+    layer: Arc<JwtAuthLayer>,
 }
 
 impl Service<Request<Body>> for JwtAuth {
