@@ -54,19 +54,32 @@ pub struct AuditLog {
 /// async writer handed in by an embedder or a test.
 #[derive(Clone, Debug)]
 enum Sender {
-    Thread(std::sync::mpsc::SyncSender<Vec<u8>>),
+    Thread(std::sync::mpsc::SyncSender<Message>),
     Task(mpsc::Sender<Vec<u8>>),
+}
+
+/// What the writer thread receives.
+#[derive(Debug)]
+enum Message {
+    /// One JSON line.
+    Line(Vec<u8>),
+    /// Write everything queued, then say so.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 impl Sender {
     /// Queues `line`; `false` when the writer is behind (or gone).
     fn try_send(&self, line: Vec<u8>) -> bool {
         match self {
-            Sender::Thread(sender) => sender.try_send(line).is_ok(),
+            Sender::Thread(sender) => sender.try_send(Message::Line(line)).is_ok(),
             Sender::Task(sender) => sender.try_send(line).is_ok(),
         }
     }
 }
+
+/// How long the writer thread gathers events before writing them: it
+/// wakes at most this often under load, instead of once per event.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The most bytes written in one call.
 const MAX_BATCH: usize = 256 * 1024;
@@ -142,6 +155,17 @@ impl AuditLog {
         }
     }
 
+    /// Writes every event queued so far (at shutdown), waiting at most
+    /// `patience`. Events sent to an async writer are written as they come.
+    pub fn flush(&self, patience: std::time::Duration) {
+        if let Sender::Thread(sender) = &self.sender {
+            let (done, written) = std::sync::mpsc::channel();
+            if sender.send(Message::Flush(done)).is_ok() {
+                let _ = written.recv_timeout(patience);
+            }
+        }
+    }
+
     /// Queues an event that serializes itself (the per-request events, which
     /// avoid building a map); drops and counts it when the writer is behind.
     pub fn send<T: serde::Serialize>(&self, event: &T) {
@@ -168,33 +192,49 @@ impl AuditLog {
     }
 }
 
-/// The writer thread: takes every event waiting, writes them in one call,
-/// flushes, and waits for more. Ends when every sender is gone.
+/// The writer thread: waits for an event, gathers what else arrives for a
+/// few milliseconds (senders do not wake it meanwhile), writes it all in one
+/// call and flushes. Ends when every sender is gone.
 fn write_batches(
-    receiver: &std::sync::mpsc::Receiver<Vec<u8>>,
+    receiver: &std::sync::mpsc::Receiver<Message>,
     mut writer: Box<dyn std::io::Write + Send>,
     dropped: &IntCounter,
 ) {
     let mut batch = Vec::with_capacity(64 * 1024);
     while let Ok(first) = receiver.recv() {
-        batch.extend_from_slice(&first);
-        let mut events = 1u64;
-        while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => {
-                    batch.extend_from_slice(&next);
+        let mut flushed = Vec::new();
+        let mut events = 0u64;
+        let mut next = Some(first);
+        let mut waited = false;
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line) => {
+                    batch.extend_from_slice(&line);
                     events += 1;
                 }
-                Err(_) => break,
+                Message::Flush(done) => flushed.push(done),
+            }
+            if batch.len() >= MAX_BATCH {
+                break;
+            }
+            next = receiver.try_recv().ok();
+            if next.is_none() && !waited && flushed.is_empty() {
+                // Gather for a moment; senders do not wake this thread.
+                waited = true;
+                std::thread::sleep(GATHER);
+                next = receiver.try_recv().ok();
             }
         }
-        // Flushed per batch: an audit line must not sit in a buffer when
-        // the process stops.
-        if let Err(err) = writer.write_all(&batch).and_then(|()| writer.flush()) {
+        if !batch.is_empty()
+            && let Err(err) = writer.write_all(&batch).and_then(|()| writer.flush())
+        {
             dropped.inc_by(events);
             tracing::error!(error = %err, "cannot write the audit log; events are being lost");
         }
         batch.clear();
+        for done in flushed {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -376,6 +376,9 @@ impl Gateway {
         admin_task.abort();
         self.live.stop();
         self.persistent.stop();
+        // Audit events still queued are written before the process ends.
+        let audit = self.persistent.audit.clone();
+        let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(2))).await;
     }
 }
 
