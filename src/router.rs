@@ -17,8 +17,8 @@ use std::task::{Context, Poll};
 use futures_util::future::{BoxFuture, FutureExt};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, header};
+use tower::Service;
 use tower::util::BoxCloneSyncService;
-use tower::{Service, ServiceExt};
 
 use crate::auth::login::{Endpoint, Endpoints};
 use crate::body::Body;
@@ -42,6 +42,10 @@ pub struct RouteEntry {
 /// Dispatches requests to the gateway's own endpoints and the route stacks.
 #[derive(Clone, Debug)]
 pub struct Router {
+    /// No response head later than this after the request reached the router
+    /// (`server.request_timeout`): bounds everything before the upstream's
+    /// own timeout too, such as buffering a body for credential injection.
+    deadline: std::time::Duration,
     table: Arc<RouteTable<RouteEntry>>,
     endpoints: Endpoints,
     endpoint_entries: Arc<HashMap<Endpoint, RouteEntry>>,
@@ -54,8 +58,10 @@ impl Router {
         table: RouteTable<RouteEntry>,
         endpoints: Endpoints,
         endpoint_entries: HashMap<Endpoint, RouteEntry>,
+        deadline: std::time::Duration,
     ) -> Self {
         Self {
+            deadline,
             table: Arc::new(table),
             endpoints,
             endpoint_entries: Arc::new(endpoint_entries),
@@ -208,15 +214,27 @@ impl Service<Request<Body>> for Router {
         if let Some(uri) = rewritten {
             *request.uri_mut() = uri;
         }
-        let RouteEntry { observed, service } = found;
-        service
-            .oneshot(request)
-            .map(move |result| {
-                result.map(|mut response| {
-                    response.extensions_mut().insert(observed);
-                    response
-                })
-            })
-            .boxed()
+        let RouteEntry {
+            observed,
+            mut service,
+        } = found;
+        let deadline = self.deadline;
+        // Route stacks are always ready; calling directly keeps the future's
+        // type concrete.
+        let call = service.call(request);
+        async move {
+            let mut response = match tokio::time::timeout(deadline, call).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => GatewayError::new(
+                    ErrorCode::UpstreamTimeout,
+                    "the request did not complete within request_timeout",
+                )
+                .into_response(key.as_ref()),
+            };
+            response.extensions_mut().insert(observed);
+            Ok(response)
+        }
+        .boxed()
     }
 }

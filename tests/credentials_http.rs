@@ -2393,3 +2393,30 @@ async fn no_secret_appears_in_the_logs_at_debug_nor_in_what_the_echo_shows() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_body_credential_leaves_big_numbers_and_nested_values_exactly_as_sent() {
+    let creds = Creds::new();
+    creds.put("hook", api_key("body-s3cret"), None);
+    let upstream = ScriptedUpstream::ok().await;
+    let gateway = gateway_on(
+        &creds,
+        "",
+        &route(
+            "hook",
+            "/hook",
+            &upstream.url(),
+            &inject("hook", "body = \"token\""),
+        ),
+    )
+    .await;
+
+    let sent = r#"{"amount": 12345678901234567890123, "ratio": 1.10, "nested": {"deep": [1, {"x": null}]}}"#;
+    let reply = post(&gateway.url("/hook"), sent).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", text(&reply));
+    let body = String::from_utf8_lossy(&upstream.last().body).into_owned();
+    assert!(body.contains("12345678901234567890123"), "{body}");
+    assert!(body.contains("1.10"), "{body}");
+    assert!(body.contains(r#"{"deep": [1, {"x": null}]}"#), "{body}");
+    assert!(body.contains(r#""token":"body-s3cret""#), "{body}");
+}

@@ -1404,3 +1404,38 @@ async fn an_http_1_1_request_with_no_host_or_an_ambiguous_host_is_400() {
     }
     assert_eq!(upstream.heads(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn underscored_and_foreign_forwarding_headers_never_reach_the_upstream() {
+    let upstream = RecordingUpstream::start(Behaviour::ok()).await;
+    let gateway = gateway_with_route("fwd", "/", &upstream.url()).await;
+
+    let reply = get_with(
+        &gateway.url("/fwd"),
+        &[
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_user_id", "admin"),
+            ("forwarded", "for=6.6.6.6;proto=https"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-prefix", "/admin"),
+            ("x-kept", "yes"),
+        ],
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK);
+    let seen = upstream.next_request().await;
+    for name in [
+        "x_forwarded_for",
+        "x_user_id",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+    ] {
+        assert_eq!(seen.header(name), None, "{name} reached the upstream");
+    }
+    assert_eq!(seen.header("x-kept"), Some("yes"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+}

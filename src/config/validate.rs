@@ -322,6 +322,15 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         );
     }
     check_reserved_paths(report, &routes, &route_paths, login.as_ref());
+    if let Some(own) = &issuer
+        && let Some(index) = trusted_issuers.iter().position(|t| t.iss == own.iss)
+    {
+        report.problem(
+            &KeyPath::default().key("trusted_issuers").index(index).key("iss"),
+            format!("{:?} is also issuer.iss, the gateway's own", own.iss),
+            "give the gateway its own iss: an identity provider must not be able to mint tokens that pass as the gateway's",
+        );
+    }
     let verifiers = keys.len() + trusted_issuers.len();
     let unverifiable = routes
         .iter()
@@ -1400,6 +1409,13 @@ fn build_route(
         OneOrMany::One(url) => url.contains(CREDENTIAL_PLACEHOLDER),
         OneOrMany::Many(urls) => urls.iter().any(|u| u.contains(CREDENTIAL_PLACEHOLDER)),
     };
+    if placeholder && file.health_path.is_some() {
+        report.problem(
+            &path.key("health_path"),
+            "cannot check an upstream whose URL holds {credential}",
+            "remove health_path from this route (passive checks still apply)",
+        );
+    }
     if placeholder && inject.is_none() {
         report.problem(
             &path.key("upstream"),
@@ -1686,6 +1702,21 @@ mod tests {
             found[2].contains("routes[0]: missing field `path_prefix`"),
             "{}",
             found[2]
+        );
+    }
+
+    #[test]
+    fn a_trusted_issuer_cannot_use_the_gateways_own_iss() {
+        let text = "[[keys]]\nkid = \"k\"\nalg = \"ES256\"\ngenerate = true\n\
+                    [issuer]\niss = \"https://gw\"\naud = [\"a\"]\n\
+                    [[trusted_issuers]]\niss = \"https://gw\"\njwks_url = \"https://idp/jwks\"\naud = [\"a\"]\nalgs = [\"RS256\"]\n";
+        crate::install_crypto_providers();
+        let found = problems(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("trusted_issuers[0].iss: \"https://gw\" is also issuer.iss"),
+            "{}",
+            found[0]
         );
     }
 }

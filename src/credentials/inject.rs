@@ -168,9 +168,10 @@ fn value_for(
 fn replace_query(query: Option<&str>, name: &str, value: &str) -> String {
     // Names are compared decoded (`api%5Fkey` and `api+key` are names too),
     // so no spelling of the name keeps the client's value.
+    // `;` separates parameters for some upstreams too.
     let mut pairs: Vec<&str> = query
         .unwrap_or("")
-        .split('&')
+        .split(['&', ';'])
         .filter(|pair| !pair.is_empty())
         .filter(|pair| {
             let key = pair.split('=').next().unwrap_or("");
@@ -254,13 +255,35 @@ async fn apply(
                         Failure::BadBody("the request body could not be read")
                     }
                 })?;
-            let mut json: serde_json::Value = serde_json::from_slice(&bytes)
-                .map_err(|_| Failure::BadBody("the request body must be a JSON object"))?;
-            let object = json
-                .as_object_mut()
-                .ok_or(Failure::BadBody("the request body must be a JSON object"))?;
-            object.insert(field.clone(), value.expose().into());
-            let rewritten = zeroize::Zeroizing::new(json.to_string().into_bytes());
+            // Only the top level is parsed: nested values stay raw text, so a
+            // large body costs no tree in memory and numbers pass unchanged.
+            let top: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
+                serde_json::from_slice(&bytes)
+                    .map_err(|_| Failure::BadBody("the request body must be a JSON object"))?;
+            let mut out =
+                String::with_capacity(bytes.len() + value.expose().len() + field.len() + 8);
+            out.push('{');
+            let mut first = true;
+            for (name, raw) in &top {
+                if name == field {
+                    continue;
+                }
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(&serde_json::Value::String(name.clone()).to_string());
+                out.push(':');
+                out.push_str(raw.get());
+            }
+            if !first {
+                out.push(',');
+            }
+            out.push_str(&serde_json::Value::String(field.clone()).to_string());
+            out.push(':');
+            out.push_str(&serde_json::Value::String(value.expose().to_owned()).to_string());
+            out.push('}');
+            let rewritten = zeroize::Zeroizing::new(out.into_bytes());
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(rewritten.len()));
@@ -403,8 +426,11 @@ impl InjectCredential {
         let Some(replay) = replay.filter(|_| first.status() == StatusCode::UNAUTHORIZED) else {
             return first;
         };
+        if !manager.invalidate(&token).await {
+            // A refresh was forced moments ago: the 401 stands.
+            return first;
+        }
         tracing::info!(credential = %name, "the upstream refused the access token; fetching a new one");
-        manager.invalidate(&token).await;
         let fresh = match manager.token().await {
             Ok(fresh) => fresh,
             Err(err) => return unavailable(err),

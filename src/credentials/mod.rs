@@ -483,14 +483,8 @@ impl Credentials {
                 credential.updated = crate::auth::unix_now();
             }
         })?;
-        // The in-memory copy follows, without replacing the manager.
-        let mut set = (**self.current.load()).clone();
-        if let Ok(contents) = store.read()
-            && let Some(credential) = contents.credentials.get(name)
-        {
-            set.insert(name.to_owned(), Arc::new(credential.clone()));
-            self.current.store(Arc::new(set));
-        }
+        // The in-memory set follows the store (whatever else changed in it).
+        self.reload()?;
         Ok(())
     }
 }

@@ -29,6 +29,10 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_RESPONSE: usize = 64 * 1024;
 /// The lifetime assumed when the endpoint sends no `expires_in`.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest lifetime believed (a huge `expires_in` is clamped to it).
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The shortest time between two refreshes forced by upstream 401s.
+pub const MIN_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Why no token could be had; safe to log (no secret).
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,8 @@ pub struct TokenManager {
     cached: tokio::sync::Mutex<Option<Cached>>,
     /// Failed token requests so far.
     failures: AtomicU64,
+    /// When an upstream 401 last forced a refresh.
+    last_forced: std::sync::Mutex<Option<Instant>>,
     /// The refresh token in use (it may rotate).
     refresh_token: std::sync::Mutex<Option<SecretString>>,
     ok: IntCounter,
@@ -144,6 +150,7 @@ impl TokenManager {
             client,
             cached: tokio::sync::Mutex::new(None),
             failures: AtomicU64::new(0),
+            last_forced: std::sync::Mutex::new(None),
             refresh_token: std::sync::Mutex::new(refresh_token),
             ok: refresh_total.with_label_values(&[name, "ok"]),
             error: refresh_total.with_label_values(&[name, "error"]),
@@ -151,15 +158,22 @@ impl TokenManager {
         })
     }
 
-    /// Whether this manager serves `credential` (the same client; a rotated
-    /// refresh token does not make another one).
+    /// Whether this manager serves `credential`: the same client, and the
+    /// refresh token it uses now (a token it rotated itself, or the one it
+    /// started with). A refresh token an operator put in makes a new manager.
     pub fn is_for(&self, credential: &Credential) -> bool {
+        let stored = match &credential.kind {
+            Kind::Oauth2 { refresh_token, .. } => refresh_token.clone(),
+            _ => return false,
+        };
+        let in_use = self.refresh_token.lock().ok().and_then(|t| t.clone());
         client_identity(&self.credential.kind) == client_identity(&credential.kind)
+            && stored == in_use
     }
 
     /// A token that is not expired: the cached one, or a new one. Callers
     /// that arrive during a fetch wait for it.
-    pub async fn token(&self) -> Result<SecretString, TokenError> {
+    pub async fn token(self: &Arc<Self>) -> Result<SecretString, TokenError> {
         let failures_seen = self.failures.load(Ordering::Acquire);
         let mut cached = self.cached.lock().await;
         if let Some(current) = cached.as_ref()
@@ -176,7 +190,14 @@ impl TokenManager {
                 _ => Err(TokenError::RecentlyFailed),
             };
         }
-        match self.fetch().await {
+        // The fetch runs in a task of its own: a client that goes away
+        // cannot cancel it between the endpoint rotating the refresh token
+        // and warden storing the new one.
+        let manager = self.clone();
+        let fetched = tokio::spawn(async move { manager.fetch().await })
+            .await
+            .unwrap_or_else(|_| Err(TokenError::Request("the token request task failed".into())));
+        match fetched {
             Ok(fresh) => {
                 self.ok.inc();
                 let token = fresh.token.clone();
@@ -202,13 +223,27 @@ impl TokenManager {
         }
     }
 
-    /// Drops `stale` (an upstream refused it), so the next call fetches a
-    /// new one; a token already replaced by another request is kept.
-    pub async fn invalidate(&self, stale: &SecretString) {
+    /// An upstream refused `stale`: drops it so the next call fetches a new
+    /// one, and says whether the request should be sent again. A token
+    /// already replaced by another request is retried with the new one
+    /// without a fetch. Forced refreshes happen at most once per
+    /// [`MIN_FORCED_REFRESH_INTERVAL`] per credential, so clients whose
+    /// requests the upstream refuses for other reasons cannot make warden
+    /// ask the token endpoint once per request.
+    pub async fn invalidate(&self, stale: &SecretString) -> bool {
         let mut cached = self.cached.lock().await;
-        if cached.as_ref().is_some_and(|c| &c.token == stale) {
-            *cached = None;
+        if cached.as_ref().is_some_and(|c| &c.token != stale) {
+            return true;
         }
+        let Ok(mut last) = self.last_forced.lock() else {
+            return false;
+        };
+        if last.is_some_and(|at| at.elapsed() < MIN_FORCED_REFRESH_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        *cached = None;
+        true
     }
 
     async fn fetch(&self) -> Result<Cached, TokenError> {
@@ -260,14 +295,22 @@ impl TokenManager {
             request.headers_mut().insert(header::AUTHORIZATION, value);
         }
         let started = Instant::now();
-        let response = tokio::time::timeout(FETCH_TIMEOUT, self.client.request(request))
+        // One deadline for the whole exchange, headers and body.
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| TokenError::Request(e.to_string()))?;
+            let status = response.status();
+            let body = crate::body::read_to_limit(response.into_body(), MAX_RESPONSE)
+                .await
+                .map_err(|e| TokenError::Request(e.to_string()))?;
+            Ok::<_, TokenError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(FETCH_TIMEOUT, exchange)
             .await
-            .map_err(|_| TokenError::Request("timed out".into()))?
-            .map_err(|e| TokenError::Request(e.to_string()))?;
-        let status = response.status();
-        let body = crate::body::read_to_limit(response.into_body(), MAX_RESPONSE)
-            .await
-            .map_err(|e| TokenError::Request(e.to_string()))?;
+            .map_err(|_| TokenError::Request("timed out".into()))??;
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         if !status.is_success() {
             return Err(TokenError::Refused {
@@ -280,14 +323,24 @@ impl TokenManager {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
             .ok_or(TokenError::Malformed)?;
-        let lifetime = json
+        let lifetime = match json
             .get("expires_in")
             .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-            .map_or(DEFAULT_LIFETIME, Duration::from_secs);
-        if let Some(rotated) = json.get("refresh_token").and_then(Value::as_str) {
+        {
+            // A token that is already expired is not a token.
+            Some(0) => return Err(TokenError::Malformed),
+            Some(seconds) => Duration::from_secs(seconds.min(MAX_LIFETIME.as_secs())),
+            None => DEFAULT_LIFETIME,
+        };
+        // A refresh token is kept only for a credential that uses the
+        // refresh grant: one sent with a client-credentials answer would
+        // switch the credential to a grant that expires with a session.
+        if let Some(current) = &refresh_token
+            && let Some(rotated) = json.get("refresh_token").and_then(Value::as_str)
+        {
             let rotated = SecretString::new(rotated);
-            if refresh_token.as_ref() != Some(&rotated) {
-                self.keep_refresh_token(rotated);
+            if current != &rotated {
+                self.keep_refresh_token(rotated).await;
             }
         }
         // Refresh at 80 % of the life, and at the latest 30 s before expiry.
@@ -306,16 +359,21 @@ impl TokenManager {
         })
     }
 
-    fn keep_refresh_token(&self, rotated: SecretString) {
+    async fn keep_refresh_token(&self, rotated: SecretString) {
         if let Ok(mut current) = self.refresh_token.lock() {
             *current = Some(rotated.clone());
         }
-        if let Some(credentials) = self.credentials.upgrade()
-            && let Err(err) = credentials.store_refresh_token(&self.name, rotated)
-        {
+        let Some(credentials) = self.credentials.upgrade() else {
+            return;
+        };
+        let name = self.name.clone();
+        // The store write locks a file and fsyncs: off the async workers.
+        let stored =
+            tokio::task::spawn_blocking(move || credentials.store_refresh_token(&name, rotated))
+                .await;
+        if !matches!(stored, Ok(Ok(()))) {
             tracing::error!(
                 credential = %self.name,
-                error = %err,
                 "cannot store the rotated refresh token; it is kept in memory only"
             );
         }

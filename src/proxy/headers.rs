@@ -49,6 +49,30 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::TRANSFER_ENCODING);
 }
 
+/// Client headers an upstream could read as something the gateway vouches
+/// for: other proxies' forwarding headers, and any name with `_` (CGI-style
+/// servers map `X_User_Id` and `X-User-Id` to the same variable, and some
+/// let the underscore one win), as nginx drops them by default.
+pub fn remove_ambiguous(headers: &mut HeaderMap) {
+    const FORWARDING: [&str; 4] = [
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+    ];
+    for name in FORWARDING {
+        headers.remove(name);
+    }
+    let underscored: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in underscored {
+        headers.remove(name);
+    }
+}
+
 /// Applies the header policy to requests on their way upstream.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ForwardHeadersLayer {
@@ -114,6 +138,7 @@ where
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
+        remove_ambiguous(headers);
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }

@@ -189,9 +189,15 @@ impl Persistent {
         let mut next = HashMap::new();
         let mut issuers = Vec::new();
         for settings in &config.trusted_issuers {
-            let kept = held
-                .remove(&settings.iss)
-                .filter(|(old, _, _)| old == settings);
+            let kept = match held.remove(&settings.iss) {
+                Some(entry) if entry.0 == *settings => Some(entry),
+                // Changed settings: the old fetcher stops before the new starts.
+                Some((_, _, task)) => {
+                    task.abort();
+                    None
+                }
+                None => None,
+            };
             let entry = match kept {
                 Some(entry) => entry,
                 None => {

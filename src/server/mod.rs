@@ -303,6 +303,7 @@ impl Gateway {
             self.admin_listener,
             admin.clone(),
             builder.clone(),
+            self.settings.header_read_timeout,
         ));
         // Beyond max_connections, new connections wait in the listen queue.
         let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections));
@@ -434,19 +435,29 @@ async fn serve_admin(
     listener: TcpListener,
     admin: Admin,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    first_byte: Duration,
 ) {
+    // The admin listener is for operators and scrapers: a few connections.
+    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Some((stream, _)) = accepted_or_log(listener.accept().await).await else {
             continue;
         };
+        let stream = FirstByteDeadline::new(stream, first_byte);
         let admin = admin.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let admin = admin.clone();
             async move { admin.handle(request).await }
         });
-        serve_connection(&builder, None, stream, service, None);
+        serve_connection(&builder, None, stream, service, Some(slot));
     }
 }
+
+/// Open connections the admin listener serves at once.
+const ADMIN_MAX_CONNECTIONS: usize = 256;
 
 fn display_addr(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "?".into(), |a| a.to_string())
@@ -465,6 +476,9 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.max_concurrent_streams)
+        // Pings find HTTP/2 peers that are gone without closing.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10))
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

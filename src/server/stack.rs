@@ -107,7 +107,12 @@ pub fn build(config: &Config, shared: &Shared) -> Built {
                 (endpoint, entry)
             })
             .collect();
-    let router = Router::new(RouteTable::new(routes), endpoints.clone(), endpoint_entries);
+    let router = Router::new(
+        RouteTable::new(routes),
+        endpoints.clone(),
+        endpoint_entries,
+        config.server.request_timeout,
+    );
 
     let service = ServiceBuilder::new()
         // Outermost, so every response carries the key, rejections included.
