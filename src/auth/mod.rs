@@ -338,6 +338,9 @@ pub struct JwtAuthLayer {
     route: Arc<str>,
     metrics: Metrics,
     audit: AuditLog,
+    /// `warden_auth_decisions_total{route,"allow","ok"}`, resolved once: the
+    /// common case costs no label lookup.
+    allowed: IntCounter,
 }
 
 impl JwtAuthLayer {
@@ -350,6 +353,9 @@ impl JwtAuthLayer {
         audit: AuditLog,
     ) -> Self {
         Self {
+            allowed: metrics
+                .auth_decisions
+                .with_label_values(&[route, "allow", "ok"]),
             authenticator,
             authz: Arc::new(authz),
             route: route.into(),
@@ -537,7 +543,7 @@ impl Service<Request<Body>> for JwtAuth {
                 layer.audit_use(key.as_ref(), usage);
                 return Ok(response);
             }
-            layer.count("allow", "ok");
+            layer.allowed.inc();
             request.extensions_mut().insert(principal.clone());
             let response = inner.call(request).await?;
             let usage = TokenUse {
