@@ -145,11 +145,6 @@ impl Authenticator {
         }
     }
 
-    /// The trusted issuers, for their refresh tasks.
-    pub fn issuers(&self) -> &[Arc<jwks::TrustedIssuer>] {
-        &self.issuers
-    }
-
     fn verify_now(&self, token: &str) -> Result<Principal, (Rejection, jwt::Unverified)> {
         let guards: Vec<_> = self.issuers.iter().map(|i| i.keys()).collect();
         let mut sets: Vec<&jwt::KeySet> = Vec::with_capacity(1 + guards.len());

@@ -180,11 +180,6 @@ impl Targets {
         }
     }
 
-    /// The targets, for tests and the admin view.
-    pub fn all(&self) -> &[Target] {
-        &self.targets
-    }
-
     /// The `warden_upstream_up` labels of these targets.
     pub fn labels(&self, route: &str) -> Vec<(String, String)> {
         self.targets
