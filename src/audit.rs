@@ -108,12 +108,29 @@ impl AuditEvent<'_> {
     }
 }
 
+/// Bytes reserved for one serialized event.
+const EVENT_CAPACITY: usize = 512;
+
 /// The `ts` of an event: RFC 3339 with milliseconds, UTC.
 pub fn timestamp() -> String {
+    now_rfc3339().to_string()
+}
+
+/// Serializes a value as the string its `Display` writes, with no
+/// intermediate `String` (for `#[serde(serialize_with)]`).
+pub fn as_text<T: std::fmt::Display, S: serde::Serializer>(
+    value: &T,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// [`timestamp`], formatted where it is written.
+pub fn now_rfc3339() -> humantime::Rfc3339Timestamp {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    humantime::format_rfc3339_millis(UNIX_EPOCH + now).to_string()
+    humantime::format_rfc3339_millis(UNIX_EPOCH + now)
 }
 
 impl AuditLog {
@@ -169,10 +186,12 @@ impl AuditLog {
     /// Queues an event that serializes itself (the per-request events, which
     /// avoid building a map); drops and counts it when the writer is behind.
     pub fn send<T: serde::Serialize>(&self, event: &T) {
-        let Ok(mut line) = serde_json::to_vec(event) else {
+        // Room for a typical event, so the line is not regrown as it is written.
+        let mut line = Vec::with_capacity(EVENT_CAPACITY);
+        if serde_json::to_writer(&mut line, event).is_err() {
             self.dropped.inc();
             return;
-        };
+        }
         line.push(b'\n');
         if !self.sender.try_send(line) {
             self.dropped.inc();

@@ -153,12 +153,10 @@ where
             Response = Response<Body>,
             Error = std::convert::Infallible,
         >,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = std::convert::Infallible;
-    type Future =
-        futures_util::future::BoxFuture<'static, Result<Response<Body>, std::convert::Infallible>>;
+    type Future = CatchPanicFuture<S::Future>;
 
     fn poll_ready(
         &mut self,
@@ -168,30 +166,49 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        use futures_util::FutureExt;
         use std::panic::AssertUnwindSafe;
         let key = request.extensions().get::<ExecutionKey>().cloned();
-        let panicked = move |key: Option<ExecutionKey>| {
-            tracing::error!("a request handler panicked; answered 500");
-            GatewayError::new(
-                ErrorCode::Internal,
-                "the gateway failed to handle this request",
-            )
-            .into_response(key.as_ref())
-        };
         // A panic while building the future, or while polling it.
-        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))) {
-            Ok(future) => AssertUnwindSafe(future)
-                .catch_unwind()
-                .map(move |result| {
-                    Ok(result
-                        .unwrap_or_else(|_| Ok(panicked(key)))
-                        .unwrap_or_else(|never| match never {}))
-                })
-                .boxed(),
+        let inner = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(request))).ok();
+        CatchPanicFuture { inner, key }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`CatchPanic`]: `inner` is `None` when building
+    /// the future panicked.
+    pub struct CatchPanicFuture<F> {
+        #[pin]
+        inner: Option<F>,
+        key: Option<ExecutionKey>,
+    }
+}
+
+impl<F> std::future::Future for CatchPanicFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<Body>, std::convert::Infallible>>,
+{
+    type Output = Result<Response<Body>, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::panic::AssertUnwindSafe;
+        let this = self.project();
+        let polled = match this.inner.as_pin_mut() {
+            Some(inner) => std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))),
+            None => Err(Box::new("building the response future panicked") as _),
+        };
+        match polled {
+            Ok(poll) => poll,
             Err(_) => {
-                let response = panicked(key);
-                async move { Ok(response) }.boxed()
+                tracing::error!("a request handler panicked; answered 500");
+                std::task::Poll::Ready(Ok(GatewayError::new(
+                    ErrorCode::Internal,
+                    "the gateway failed to handle this request",
+                )
+                .into_response(this.key.as_ref())))
             }
         }
     }

@@ -11,9 +11,10 @@
 //! - sets `X-Execution-Key` on the request (for the upstream) and the response.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, FutureExt};
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
@@ -27,15 +28,13 @@ pub struct ExecutionKey(HeaderValue);
 
 impl ExecutionKey {
     /// A fresh key: a UUIDv7, so keys sort by time. Its random bits come
-    /// from aws-lc-rs's generator, which needs no system call per key.
+    /// from aws-lc-rs's generator, drawn a few kilobytes at a time (see
+    /// [`random_bits`]).
     pub fn generate() -> Self {
         let millis = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let mut random = [0u8; 10];
-        // On failure (never seen) the key is still unique enough in time.
-        let _ = aws_lc_rs::rand::fill(&mut random);
-        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
+        let id = uuid::Builder::from_unix_timestamp_millis(millis, &random_bits()).into_uuid();
         let mut buffer = uuid::Uuid::encode_buffer();
         let text = id.hyphenated().encode_lower(&mut buffer);
         Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")))
@@ -64,6 +63,46 @@ impl ExecutionKey {
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
     }
+}
+
+/// Random bytes a key needs.
+const KEY_RANDOM_BYTES: usize = 10;
+
+/// How many keys' worth of random bytes a thread draws at once: one call
+/// into the generator per 400 keys instead of one per key (the key is an
+/// id, not a secret; what it needs is to be unique).
+const POOL_KEYS: usize = 400;
+
+struct RandomPool {
+    bytes: [u8; KEY_RANDOM_BYTES * POOL_KEYS],
+    next: usize,
+}
+
+thread_local! {
+    static RANDOM_POOL: std::cell::RefCell<RandomPool> = const {
+        std::cell::RefCell::new(RandomPool {
+            bytes: [0; KEY_RANDOM_BYTES * POOL_KEYS],
+            next: KEY_RANDOM_BYTES * POOL_KEYS,
+        })
+    };
+}
+
+/// Ten random bytes from this thread's pool, refilled from aws-lc-rs when
+/// used up. Bytes are never handed out twice.
+fn random_bits() -> [u8; KEY_RANDOM_BYTES] {
+    RANDOM_POOL.with_borrow_mut(|pool| {
+        if pool.next + KEY_RANDOM_BYTES > pool.bytes.len() {
+            // On failure (never seen) the key is still unique enough in time.
+            if aws_lc_rs::rand::fill(&mut pool.bytes).is_err() {
+                pool.bytes.fill(0);
+            }
+            pool.next = 0;
+        }
+        let mut out = [0; KEY_RANDOM_BYTES];
+        out.copy_from_slice(&pool.bytes[pool.next..pool.next + KEY_RANDOM_BYTES]);
+        pool.next += KEY_RANDOM_BYTES;
+        out
+    })
 }
 
 impl fmt::Display for ExecutionKey {
@@ -112,11 +151,10 @@ pub struct SetExecutionKey<S> {
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SetExecutionKey<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Future: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<Response<ResBody>, S::Error>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -136,17 +174,37 @@ where
             .headers_mut()
             .insert(EXECUTION_KEY_HEADER.clone(), key.header_value().clone());
         request.extensions_mut().insert(key.clone());
-        self.inner
-            .call(request)
-            .map(move |result| {
-                result.map(|mut response| {
-                    response
-                        .headers_mut()
-                        .insert(EXECUTION_KEY_HEADER.clone(), key.header_value().clone());
-                    response
-                })
-            })
-            .boxed()
+        ResponseFuture {
+            inner: self.inner.call(request),
+            key: Some(key),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`SetExecutionKey`]: sets the key on the response.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        key: Option<ExecutionKey>,
+    }
+}
+
+impl<F, ResBody, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(key) = this.key.take() {
+            response
+                .headers_mut()
+                .insert(EXECUTION_KEY_HEADER.clone(), key.0);
+        }
+        Poll::Ready(Ok(response))
     }
 }
 
@@ -159,6 +217,14 @@ mod tests {
         let key = ExecutionKey::generate();
         let parsed = uuid::Uuid::parse_str(key.as_str()).ok();
         assert_eq!(parsed.map(|u| u.get_version_num()), Some(7));
+    }
+
+    #[test]
+    fn keys_stay_distinct_across_pool_refills() {
+        let keys: std::collections::HashSet<String> = (0..3 * POOL_KEYS)
+            .map(|_| ExecutionKey::generate().to_string())
+            .collect();
+        assert_eq!(keys.len(), 3 * POOL_KEYS);
     }
 
     #[test]

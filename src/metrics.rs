@@ -2,9 +2,11 @@
 //! (no global statics), with bounded labels only: route names from the
 //! config (`none` for unmatched requests), methods, status codes.
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs to 30 s.
@@ -187,13 +189,18 @@ impl Metrics {
         RouteMetrics {
             request_duration: self.request_duration.with_label_values(&[route]),
             upstream_duration: self.upstream_duration.with_label_values(&[route]),
+            requests: Arc::new(RequestCounters {
+                route: route.into(),
+                family: self.requests_total.clone(),
+                handles: OnceLock::new(),
+            }),
         }
     }
 
     /// Counts one answered request.
     pub fn count_request(&self, route: &str, method: &http::Method, status: http::StatusCode) {
         self.requests_total
-            .with_label_values(&[route, method_label(method), status.as_str()])
+            .with_label_values(&[route, method_label(method).1, status.as_str()])
             .inc();
     }
 
@@ -209,9 +216,52 @@ impl Metrics {
     }
 }
 
+/// `warden_requests_total{route,method,status}` of one route. The handle of a
+/// (method, status) pair is resolved at its first use and kept, so counting
+/// a request with a common status does not hash its labels.
+#[derive(Debug)]
+pub struct RequestCounters {
+    route: Box<str>,
+    family: IntCounterVec,
+    /// `METHOD_LABELS × COMMON_STATUSES` handles; allocated at the route's
+    /// first request, so a large route table costs nothing until used.
+    handles: OnceLock<Box<[OnceLock<IntCounter>]>>,
+}
+
+/// The statuses whose handles are kept; others are looked up each time.
+const COMMON_STATUSES: [u16; 18] = [
+    200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 413, 429, 500, 502, 503, 504,
+];
+
+impl RequestCounters {
+    /// Counts one answered request.
+    pub fn count(&self, method: &http::Method, status: http::StatusCode) {
+        let (method_index, method) = method_label(method);
+        let Some(status_index) = COMMON_STATUSES.iter().position(|&s| s == status.as_u16()) else {
+            self.family
+                .with_label_values(&[&*self.route, method, status.as_str()])
+                .inc();
+            return;
+        };
+        let handles = self.handles.get_or_init(|| {
+            (0..METHOD_LABELS * COMMON_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        let slot = &handles[method_index * COMMON_STATUSES.len() + status_index];
+        slot.get_or_init(|| {
+            self.family
+                .with_label_values(&[&*self.route, method, status.as_str()])
+        })
+        .inc();
+    }
+}
+
 /// Per-route metric handles.
 #[derive(Clone, Debug)]
 pub struct RouteMetrics {
+    /// `warden_requests_total{route,...}`.
+    pub requests: Arc<RequestCounters>,
     /// `warden_request_duration_seconds{route}`.
     pub request_duration: Histogram,
     /// `warden_upstream_duration_seconds{route}`.
@@ -220,17 +270,20 @@ pub struct RouteMetrics {
 
 /// Methods outside the standard set share one label value, so a client
 /// cannot grow the label set.
-fn method_label(method: &http::Method) -> &'static str {
+fn method_label(method: &http::Method) -> (usize, &'static str) {
     match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::PATCH => "PATCH",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::TRACE => "TRACE",
-        _ => "other",
+        http::Method::GET => (0, "GET"),
+        http::Method::POST => (1, "POST"),
+        http::Method::PUT => (2, "PUT"),
+        http::Method::DELETE => (3, "DELETE"),
+        http::Method::PATCH => (4, "PATCH"),
+        http::Method::HEAD => (5, "HEAD"),
+        http::Method::OPTIONS => (6, "OPTIONS"),
+        http::Method::CONNECT => (7, "CONNECT"),
+        http::Method::TRACE => (8, "TRACE"),
+        _ => (9, "other"),
     }
 }
+
+/// How many values the `method` label takes.
+const METHOD_LABELS: usize = 10;

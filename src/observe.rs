@@ -16,9 +16,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt};
 use http::{Method, Request, Response, StatusCode};
-use http_body::{Frame, SizeHint};
+use http_body::{Body as _, Frame, SizeHint};
+use std::future::Future;
 use tower::{Layer, Service};
 use tracing::Instrument;
 
@@ -73,11 +73,10 @@ pub struct Observe<S> {
 impl<S> Service<Request<Body>> for Observe<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible>,
-    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, std::convert::Infallible>>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -93,8 +92,17 @@ where
         } else {
             Box::default()
         };
-        let bytes_in = ByteCount::default();
-        let request = request.map(|b| body::boxed(Counted::new(b, bytes_in.clone())));
+        // A request without a body (most GETs) needs no counter.
+        let (request, bytes_in) = if request.body().is_end_stream() {
+            (request, None)
+        } else {
+            let count = ByteCount::default();
+            let counted = count.clone();
+            (
+                request.map(|b| body::boxed(Counted::new(b, counted))),
+                Some(count),
+            )
+        };
         self.metrics.in_flight.inc();
         let span = tracing::info_span!(
             "request",
@@ -102,7 +110,7 @@ where
         );
         // Recorded when the response body ends; or, if the client goes away
         // before the response starts, when the future is dropped (as 499).
-        let mut pending = PendingRecord(Some(Record {
+        let pending = PendingRecord(Some(Record {
             metrics: self.metrics.clone(),
             started,
             key,
@@ -114,22 +122,41 @@ where
             bytes_in,
             bytes_out: 0,
         }));
-        self.inner
-            .call(request)
-            .instrument(span)
-            .map(move |result| {
-                let Ok(response) = result;
-                let (parts, inner) = response.into_parts();
-                let record = pending.0.take().map(|mut record| {
-                    record.status = parts.status;
-                    record.route = parts.extensions.get::<ObservedRoute>().cloned();
-                    record.upstream = parts.extensions.get::<UpstreamTiming>().map(|t| t.0);
-                    record
-                });
-                let body = body::boxed(RecordOnEnd { inner, record });
-                Ok(Response::from_parts(parts, body))
-            })
-            .boxed()
+        ResponseFuture {
+            inner: self.inner.call(request).instrument(span),
+            pending,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Observe`]: hands the record to the response
+    /// body, which records it when it ends.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: tracing::instrument::Instrumented<F>,
+        pending: PendingRecord,
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, std::convert::Infallible>>,
+{
+    type Output = Result<Response<Body>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let (parts, inner) = response.into_parts();
+        let record = this.pending.0.take().map(|mut record| {
+            record.status = parts.status;
+            record.route = parts.extensions.get::<ObservedRoute>().cloned();
+            record.upstream = parts.extensions.get::<UpstreamTiming>().map(|t| t.0);
+            record
+        });
+        let body = body::boxed(RecordOnEnd { inner, record });
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
     }
 }
 
@@ -161,7 +188,8 @@ struct Record {
     status: StatusCode,
     route: Option<ObservedRoute>,
     upstream: Option<Duration>,
-    bytes_in: ByteCount,
+    /// `None` when the request had no body.
+    bytes_in: Option<ByteCount>,
     bytes_out: u64,
 }
 
@@ -170,7 +198,10 @@ impl Record {
         let elapsed = self.started.elapsed();
         let route = self.route.as_ref().map_or(UNMATCHED_ROUTE, |r| &r.name);
         self.metrics.in_flight.dec();
-        self.metrics.count_request(route, &self.method, self.status);
+        match &self.route {
+            Some(observed) => observed.metrics.requests.count(&self.method, self.status),
+            None => self.metrics.count_request(route, &self.method, self.status),
+        }
         if let Some(observed) = &self.route {
             observed
                 .metrics
@@ -192,7 +223,7 @@ impl Record {
             status = self.status.as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream_ms = self.upstream.map(|u| u.as_secs_f64() * 1000.0),
-            bytes_in = self.bytes_in.get(),
+            bytes_in = self.bytes_in.as_ref().map_or(0, ByteCount::get),
             bytes_out = self.bytes_out,
             "request"
         );

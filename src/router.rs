@@ -14,7 +14,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures_util::future::{BoxFuture, FutureExt};
+use std::future::Future;
+
+use futures_util::future::{BoxFuture, Either, Ready, ready};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, header};
 use tower::Service;
@@ -150,7 +152,7 @@ fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
 impl Service<Request<Body>> for Router {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = Either<Ready<Result<Response<Body>, Infallible>>, RouteFuture>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -159,8 +161,7 @@ impl Service<Request<Body>> for Router {
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
         let key = request.extensions().get::<ExecutionKey>().cloned();
         let refuse = |error: GatewayError| -> Self::Future {
-            let response = error.into_response(key.as_ref());
-            async move { Ok(response) }.boxed()
+            Either::Left(ready(Ok(error.into_response(key.as_ref()))))
         };
         let host = match effective_host(&request) {
             Ok(host) => host.map(str::to_owned),
@@ -201,7 +202,7 @@ impl Service<Request<Body>> for Router {
                     if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
                         response.headers_mut().insert(header::ALLOW, value);
                     }
-                    return async move { Ok(response) }.boxed();
+                    return Either::Left(ready(Ok(response)));
                 }
                 Match::NotFound => {
                     return refuse(GatewayError::new(
@@ -218,23 +219,44 @@ impl Service<Request<Body>> for Router {
             observed,
             mut service,
         } = found;
-        let deadline = self.deadline;
         // Route stacks are always ready; calling directly keeps the future's
         // type concrete.
-        let call = service.call(request);
-        async move {
-            let mut response = match tokio::time::timeout(deadline, call).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => GatewayError::new(
-                    ErrorCode::UpstreamTimeout,
-                    "the request did not complete within request_timeout",
-                )
-                .into_response(key.as_ref()),
-            };
+        Either::Right(RouteFuture {
+            inner: tokio::time::timeout(self.deadline, service.call(request)),
+            observed: Some(observed),
+            key,
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A route stack's response, within `server.request_timeout`, labelled
+    /// with the route for the observers.
+    pub struct RouteFuture {
+        #[pin]
+        inner: tokio::time::Timeout<BoxFuture<'static, Result<Response<Body>, Infallible>>>,
+        observed: Option<ObservedRoute>,
+        key: Option<ExecutionKey>,
+    }
+}
+
+impl Future for RouteFuture {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(_) => GatewayError::new(
+                ErrorCode::UpstreamTimeout,
+                "the request did not complete within request_timeout",
+            )
+            .into_response(this.key.as_ref()),
+        };
+        if let Some(observed) = this.observed.take() {
             response.extensions_mut().insert(observed);
-            Ok(response)
         }
-        .boxed()
+        Poll::Ready(Ok(response))
     }
 }

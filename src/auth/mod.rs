@@ -19,6 +19,7 @@
 //! `insufficient_scope` for a token that may not use the route; each carries
 //! the execution key and a reason code that metrics count.
 
+mod doorkeeper;
 pub mod forward;
 pub mod issue;
 pub mod jwks;
@@ -105,6 +106,8 @@ pub struct Authenticator {
     own: Arc<jwt::KeySet>,
     issuers: Vec<Arc<jwks::TrustedIssuer>>,
     cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+    /// Which verified tokens go into the cache.
+    doorkeeper: doorkeeper::Doorkeeper,
     leeway: i64,
     max_token_bytes: usize,
     cache_hit: IntCounter,
@@ -138,6 +141,7 @@ impl Authenticator {
                 .max_capacity(settings.cache_entries)
                 .expire_after(CacheExpiry)
                 .build(),
+            doorkeeper: doorkeeper::Doorkeeper::new(settings.cache_entries),
             leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_bytes: settings.max_token_bytes,
             cache_hit: metrics.token_cache_requests.with_label_values(&["hit"]),
@@ -236,7 +240,9 @@ impl Authenticator {
             other => other.map_err(signed),
         };
         let principal = Arc::new(verified?);
-        self.cache.insert(cache_key, principal.clone());
+        if self.doorkeeper.admit(&cache_key) {
+            self.cache.insert(cache_key, principal.clone());
+        }
         Ok(principal)
     }
 }
@@ -382,31 +388,32 @@ impl TokenUse<'_> {
         /// The event's fields, borrowed: serialized without building a map.
         #[derive(serde::Serialize)]
         struct Event<'a> {
-            ts: String,
+            #[serde(serialize_with = "crate::audit::as_text")]
+            ts: humantime::Rfc3339Timestamp,
             event: &'static str,
             execution_key: Option<&'a str>,
             jti: Option<&'a str>,
             sub: Option<&'a str>,
             iss: Option<&'a str>,
-            scope: Option<String>,
+            scope: Option<SpaceSeparated<'a>>,
             route: &'a str,
             method: &'a str,
             path: &'a str,
             status: u16,
             decision: &'static str,
             reason: &'static str,
-            client_ip: Option<String>,
+            client_ip: Option<std::net::IpAddr>,
             latency_ms: f64,
         }
         let principal = self.principal;
         audit.send(&Event {
-            ts: crate::audit::timestamp(),
+            ts: crate::audit::now_rfc3339(),
             event: "token_use",
             execution_key: key.map(ExecutionKey::as_str),
             jti: principal.and_then(|p| p.jti.as_deref()),
             sub: principal.and_then(|p| p.sub.as_deref()),
             iss: principal.map(|p| p.iss.as_str()),
-            scope: principal.map(|p| p.scopes.join(" ")),
+            scope: principal.map(|p| SpaceSeparated(&p.scopes)),
             route: self.route,
             method: self.method.as_str(),
             path: self.path,
@@ -417,9 +424,31 @@ impl TokenUse<'_> {
             } else {
                 self.reason.as_str()
             },
-            client_ip: self.client_ip.map(|ip| ip.to_string()),
+            client_ip: self.client_ip,
             latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
         });
+    }
+}
+
+/// Scopes as one space-separated string (RFC 6749 §3.3), written straight
+/// into the event without an intermediate `String`.
+struct SpaceSeparated<'a>(&'a [String]);
+
+impl std::fmt::Display for SpaceSeparated<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, scope) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            f.write_str(scope)?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for SpaceSeparated<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 

@@ -26,6 +26,22 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Other proxies' forwarding headers: only the gateway's own go upstream.
+const FORWARDING: [HeaderName; 4] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+];
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::TRANSFER_ENCODING
+}
+
+fn is_ambiguous(name: &HeaderName) -> bool {
+    FORWARDING.contains(name) || name.as_str().contains('_')
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -33,6 +49,11 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Removes the hop-by-hop headers, including every header `Connection` names.
 /// `Transfer-Encoding` goes too: the next hop frames the body itself.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages hold none: one pass over the names is cheaper than a
+    // lookup per hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -54,13 +75,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 /// servers map `X_User_Id` and `X-User-Id` to the same variable, and some
 /// let the underscore one win), as nginx drops them by default.
 pub fn remove_ambiguous(headers: &mut HeaderMap) {
-    const FORWARDING: [&str; 4] = [
-        "forwarded",
-        "x-real-ip",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-    ];
-    for name in FORWARDING {
+    if !headers.keys().any(is_ambiguous) {
+        return;
+    }
+    for name in &FORWARDING {
         headers.remove(name);
     }
     let underscored: Vec<HeaderName> = headers
@@ -118,15 +136,19 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let connection = request.extensions().get::<ConnectInfo>().copied();
+        let connection = request.extensions().get::<ConnectInfo>().cloned();
         let execution_key = request
             .extensions()
             .get::<ExecutionKey>()
             .map(|k| k.header_value().clone());
-        let host = crate::router::effective_host(&request)
-            .ok()
-            .flatten()
-            .and_then(|h| HeaderValue::from_str(h).ok());
+        // The router has checked the authority; a Host header is reused as it is.
+        let host = match crate::router::effective_host(&request) {
+            Ok(Some(_)) if request.uri().authority().is_none() => {
+                request.headers().get(header::HOST).cloned()
+            }
+            Ok(Some(authority)) => HeaderValue::from_str(authority).ok(),
+            _ => None,
+        };
         // `TE: trailers` is the one TE an HTTP/2 upstream may get: gRPC needs it.
         let wants_trailers = self.http2_upstream
             && request
@@ -148,18 +170,18 @@ where
         headers.remove(header::EXPECT);
 
         if let Some(info) = connection {
-            let client_ip = info.remote.ip().to_string();
             let previous: Vec<&str> = headers
                 .get_all(&X_FORWARDED_FOR)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .collect();
             let value = if previous.is_empty() {
-                client_ip
+                Some(info.remote_ip.clone())
             } else {
-                format!("{}, {client_ip}", previous.join(", "))
+                let client_ip = info.remote_ip.to_str().unwrap_or_default();
+                HeaderValue::from_str(&format!("{}, {client_ip}", previous.join(", "))).ok()
             };
-            if let Ok(value) = HeaderValue::from_str(&value) {
+            if let Some(value) = value {
                 headers.insert(X_FORWARDED_FOR.clone(), value);
             }
             let proto = if info.tls { "https" } else { "http" };

@@ -154,6 +154,28 @@ fn with_path_credential<'a, B>(
     Uri::from_parts(parts).ok().map(Cow::Owned)
 }
 
+/// The URI a request for `request_uri` has at the upstream `base`. When the
+/// upstream has no base path and the route strips nothing, the request's own
+/// path and query are reused as they are (no copy).
+fn upstream_uri(
+    base: &Uri,
+    request_uri: &Uri,
+    strip_prefix: Option<&str>,
+) -> Result<Uri, http::Error> {
+    let path = upstream_path(request_uri.path(), strip_prefix);
+    let unchanged = path.len() == request_uri.path().len() && !path.is_empty();
+    match request_uri.path_and_query() {
+        Some(path_and_query) if unchanged && matches!(base.path(), "" | "/") => {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(base.scheme().cloned().unwrap_or(Scheme::HTTP));
+            parts.authority = base.authority().cloned();
+            parts.path_and_query = Some(path_and_query.clone());
+            Ok(Uri::from_parts(parts)?)
+        }
+        _ => target_uri(base, path, request_uri.query()),
+    }
+}
+
 /// `base` (scheme, authority, optional base path) joined with the request path and query.
 fn target_uri(base: &Uri, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
     let base_path = base.path().trim_end_matches('/');
@@ -188,11 +210,13 @@ impl Service<Request<Body>> for Proxy {
         let inner = self.inner.clone();
         Box::pin(async move {
             let key = request.extensions().get::<ExecutionKey>().cloned();
-            let path =
-                upstream_path(request.uri().path(), inner.strip_prefix.as_deref()).to_owned();
-            let query = request.uri().query().map(str::to_owned);
+            let strip_prefix = inner.strip_prefix.as_deref();
             let Some(targets) = &inner.targets else {
-                let uri = target_uri(&Uri::from_static("http://echo"), &path, query.as_deref());
+                let uri = upstream_uri(
+                    &Uri::from_static("http://echo"),
+                    request.uri(),
+                    strip_prefix,
+                );
                 if let Ok(uri) = uri {
                     *request.uri_mut() = uri;
                 }
@@ -216,7 +240,7 @@ impl Service<Request<Body>> for Proxy {
                     ));
                 }
             };
-            let uri = match target_uri(&target, &path, query.as_deref()) {
+            let uri = match upstream_uri(&target, request.uri(), strip_prefix) {
                 Ok(uri) => uri,
                 Err(_) => {
                     return Ok(GatewayError::new(
@@ -310,6 +334,41 @@ mod tests {
         assert_eq!(upstream_path("/ordersx", Some("/orders")), "/ordersx");
         assert_eq!(upstream_path("/orders/12", None), "/orders/12");
         assert_eq!(upstream_path("/x", Some("/")), "/x");
+    }
+
+    #[test]
+    fn upstream_uri_reuses_or_rebuilds_the_path() {
+        let request = Uri::from_static("/orders/12?a=1");
+        let at = |base: &'static str, strip: Option<&str>| {
+            upstream_uri(&Uri::from_static(base), &request, strip)
+                .map(|u| u.to_string())
+                .ok()
+        };
+        assert_eq!(
+            at("http://h:1", None).as_deref(),
+            Some("http://h:1/orders/12?a=1")
+        );
+        assert_eq!(
+            at("http://h:1/", None).as_deref(),
+            Some("http://h:1/orders/12?a=1")
+        );
+        assert_eq!(
+            at("https://h/v1", None).as_deref(),
+            Some("https://h/v1/orders/12?a=1")
+        );
+        assert_eq!(
+            at("http://h", Some("/orders")).as_deref(),
+            Some("http://h/12?a=1")
+        );
+        let bare = upstream_uri(
+            &Uri::from_static("http://h"),
+            &Uri::from_static("/orders"),
+            Some("/orders"),
+        );
+        assert_eq!(
+            bare.map(|u| u.to_string()).ok().as_deref(),
+            Some("http://h/")
+        );
     }
 
     #[test]

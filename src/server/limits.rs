@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::{Either, Ready, ready};
 use http::{Request, Response, header};
+use http_body::Body as _;
 use tower::{Layer, Service};
 
 use crate::body::{self, Body, Limited};
@@ -106,8 +107,13 @@ where
                 ),
             );
         }
-        let limit = self.limits.max_body_bytes;
-        let request = request.map(|b| body::boxed(Limited::new(b, limit)));
+        // A request without a body (most GETs) has nothing to limit.
+        let request = if request.body().is_end_stream() {
+            request
+        } else {
+            let limit = self.limits.max_body_bytes;
+            request.map(|b| body::boxed(Limited::new(b, limit)))
+        };
         Either::Left(self.inner.call(request))
     }
 }

@@ -24,10 +24,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus::Registry;
 use tokio::net::{TcpListener, TcpStream};
-use tower::ServiceExt;
+use tower::Service as _;
 
 use crate::audit::AuditLog;
 use crate::auth::state::{AuthState, InMemoryState};
@@ -118,7 +117,7 @@ impl std::fmt::Debug for AuditWriter {
 }
 
 /// Facts about the connection a request came on, in the request extensions.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnectInfo {
     /// The client's address.
     pub remote: SocketAddr,
@@ -126,6 +125,64 @@ pub struct ConnectInfo {
     pub local: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The client's IP address as text, made once per connection for
+    /// `X-Forwarded-For`.
+    pub remote_ip: http::HeaderValue,
+}
+
+impl ConnectInfo {
+    /// What is known of a connection from `remote` to `local`.
+    pub fn new(remote: SocketAddr, local: SocketAddr, tls: bool) -> Self {
+        let remote_ip = http::HeaderValue::try_from(remote.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        Self {
+            remote,
+            local,
+            tls,
+            remote_ip,
+        }
+    }
+}
+
+/// The service of one client connection. The generation in force is looked
+/// up per request, so a reload reaches keep-alive connections at their next
+/// request; its stack is cloned only when the generation has changed, not
+/// per request. Every stack is always ready (see [`crate::router`]), so it
+/// is called without `poll_ready`.
+struct ConnectionService {
+    live: Arc<Live>,
+    info: ConnectInfo,
+    /// The generation this connection last used, and its stack.
+    current: std::cell::RefCell<(Arc<HttpService>, HttpService)>,
+}
+
+impl ConnectionService {
+    fn new(live: Arc<Live>, info: ConnectInfo) -> Self {
+        let generation = live.service.load_full();
+        let stack = (*generation).clone();
+        Self {
+            live,
+            info,
+            current: std::cell::RefCell::new((generation, stack)),
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = http::Response<body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = <HttpService as tower::Service<Request<body::Body>>>::Future;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let mut request = request.map(body::boxed);
+        request.extensions_mut().insert(self.info.clone());
+        let mut current = self.current.borrow_mut();
+        let in_force = self.live.service.load();
+        if !Arc::ptr_eq(&current.0, &in_force) {
+            *current = (Arc::clone(&in_force), (**in_force).clone());
+        }
+        current.1.call(request)
+    }
 }
 
 /// Why the gateway could not start.
@@ -323,21 +380,8 @@ impl Gateway {
                 continue;
             };
             let tls = self.live.tls.load_full();
-            let info = ConnectInfo {
-                remote,
-                local: local.unwrap_or(remote),
-                tls: tls.is_some(),
-            };
-            let live = self.live.clone();
-            // The service in force is looked up per request, so a reload
-            // reaches keep-alive connections at their next request.
-            let service = tower::service_fn(move |request: Request<Incoming>| {
-                let mut request = request.map(body::boxed);
-                request.extensions_mut().insert(info);
-                let service: HttpService = (**live.service.load()).clone();
-                service.oneshot(request)
-            });
-            let service = TowerToHyperService::new(service);
+            let info = ConnectInfo::new(remote, local.unwrap_or(remote), tls.is_some());
+            let service = ConnectionService::new(self.live.clone(), info);
             match tls {
                 None => serve_connection(
                     &builder,

@@ -1,0 +1,240 @@
+//! Criterion benchmarks of the whole in-process stack: one request through
+//! the service a connection calls (execution key, observers, limits, router,
+//! the route's stack, the pooled upstream client) to a hyper upstream on
+//! 127.0.0.1 in the same single-threaded runtime, and its response body read
+//! to the end. No client socket: what is left out is hyper's server side.
+//!
+//! - `stack/public`: a route with `auth = "none"`;
+//! - `stack/jwt_cached`: a jwt route and one HS256 token, repeated (served by
+//!   the verified-token cache);
+//! - `stack/upstream_only`: the same upstream through a bare hyper client,
+//!   the baseline the two are compared with.
+//!
+//! Before timing, it prints the heap allocations per request of each case
+//! (`stats_alloc` wraps the system allocator in this bench only).
+//!
+//! Run with `cargo bench --bench stack`.
+
+use std::alloc::System;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tokio::net::TcpListener;
+use tower::{Service, ServiceExt};
+use warden::audit::AuditLog;
+use warden::auth::state::InMemoryState;
+use warden::metrics::Metrics;
+use warden::router::HttpService;
+use warden::server::ConnectInfo;
+use warden::server::generation::Persistent;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const SECRET: &str = "stack-bench-secret-of-at-least-thirty-two-bytes";
+const ISS: &str = "https://issuer.bench.local";
+
+/// The static upstream: 200 and a small JSON body, like `bench_upstream`.
+async fn start_upstream() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_: Request<Incoming>| async {
+                    let mut response = Response::new(Full::new(Bytes::from_static(
+                        b"{\"ok\":true,\"from\":\"bench-upstream\"}\n",
+                    )));
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    Ok::<_, Infallible>(response)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The gateway's client-facing service for a config with a public and a
+/// jwt route in front of `upstream`.
+fn gateway(upstream: SocketAddr, secret_file: &std::path::Path) -> HttpService {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[log]
+level = "warn"
+
+[[keys]]
+kid = "bench-hs256"
+alg = "HS256"
+secret_file = "{secret}"
+
+[issuer]
+iss = "{ISS}"
+aud = ["bench-api"]
+
+[[routes]]
+name = "public"
+path_prefix = "/public"
+upstream = "http://{upstream}"
+auth = "none"
+
+[[routes]]
+name = "jwt"
+path_prefix = "/jwt"
+upstream = "http://{upstream}"
+"#,
+        secret = secret_file.display()
+    );
+    let config = warden::Config::from_toml(&text, "stack-bench.toml").expect("a valid config");
+    let metrics = Metrics::new(prometheus::Registry::new()).expect("metrics");
+    let audit = AuditLog::with_writer(tokio::io::sink(), 65_536, metrics.audit_dropped.clone());
+    let persistent = Persistent::new(metrics, Arc::new(InMemoryState::default()), audit);
+    persistent
+        .build(&config, String::new())
+        .expect("the stacks")
+        .service
+}
+
+fn token() -> String {
+    let claims = serde_json::json!({
+        "iss": ISS,
+        "aud": "bench-api",
+        "sub": "bench-client",
+        "exp": warden::auth::unix_now() + 3600,
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("bench-hs256".into());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("a token")
+}
+
+fn request(path: &str, bearer: Option<&str>) -> Request<warden::body::Body> {
+    let mut builder = Request::get(path).header(header::HOST, "gateway.bench.local");
+    if let Some(token) = bearer {
+        builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let mut request = builder
+        .body(warden::body::empty())
+        .expect("a valid request");
+    let client: SocketAddr = ([127, 0, 0, 1], 40000).into();
+    let local: SocketAddr = ([127, 0, 0, 1], 8080).into();
+    request
+        .extensions_mut()
+        .insert(ConnectInfo::new(client, local, false));
+    request
+}
+
+/// One request through the gateway's stack, body read to the end.
+async fn through_gateway(service: &HttpService, path: &str, bearer: Option<&str>) {
+    let response = service
+        .clone()
+        .oneshot(request(path, bearer))
+        .await
+        .unwrap_or_else(|never| match never {});
+    assert_eq!(response.status(), http::StatusCode::OK);
+    let body = response.into_body().collect().await;
+    assert!(body.is_ok());
+}
+
+/// One request to the upstream through a bare pooled hyper client.
+async fn direct(client: &Client<HttpConnector, Empty<Bytes>>, uri: &http::Uri) {
+    let mut service = client.clone();
+    let request = Request::get(uri.clone())
+        .body(Empty::new())
+        .expect("a valid request");
+    let response = service
+        .ready()
+        .await
+        .expect("ready")
+        .call(request)
+        .await
+        .expect("an answer");
+    assert!(response.into_body().collect().await.is_ok());
+}
+
+fn stack(c: &mut Criterion) {
+    warden::install_crypto_providers();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let dir = std::env::temp_dir().join(format!("warden-stack-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let secret_file = dir.join("hs256.secret");
+    std::fs::write(&secret_file, SECRET).expect("the secret file");
+
+    let (service, client, uri) = runtime.block_on(async {
+        let upstream = start_upstream().await.expect("an upstream");
+        let service = gateway(upstream, &secret_file);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client: Client<HttpConnector, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(connector);
+        let uri: http::Uri = format!("http://{upstream}/public").parse().expect("a URI");
+        (service, client, uri)
+    });
+    let token = token();
+
+    // Allocations per request, after a warm-up that fills pools and caches.
+    let per_request = |run: &dyn Fn()| {
+        for _ in 0..100 {
+            run();
+        }
+        let region = Region::new(GLOBAL);
+        for _ in 0..1000 {
+            run();
+        }
+        let stats = region.change();
+        (stats.allocations + stats.reallocations) as f64 / 1000.0
+    };
+    let public = per_request(&|| runtime.block_on(through_gateway(&service, "/public/x", None)));
+    let jwt = per_request(&|| {
+        runtime.block_on(through_gateway(&service, "/jwt/x", Some(&token)));
+    });
+    let upstream_only = per_request(&|| runtime.block_on(direct(&client, &uri)));
+    eprintln!(
+        "heap allocations per request: public {public:.1}, jwt_cached {jwt:.1}, upstream_only {upstream_only:.1}"
+    );
+
+    let mut group = c.benchmark_group("stack");
+    group.bench_function("public", |b| {
+        b.to_async(&runtime)
+            .iter(|| through_gateway(&service, "/public/x", None));
+    });
+    group.bench_function("jwt_cached", |b| {
+        b.to_async(&runtime)
+            .iter(|| through_gateway(&service, "/jwt/x", Some(&token)));
+    });
+    group.bench_function("upstream_only", |b| {
+        b.to_async(&runtime).iter(|| direct(&client, &uri));
+    });
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, stack);
+criterion_main!(benches);
