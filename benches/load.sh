@@ -27,7 +27,7 @@
 #   TOKENS=100000      distinct tokens per algorithm (RS256 and ES256)
 #   HS256_TOKENS=4*TOKENS  distinct HS256 tokens (cheap to sign; HS256 runs fastest)
 #   IDLE_CONNECTIONS=1000  idle keep-alive connections for the memory check
-#   BASE_PORT=28100    eight consecutive ports from here on 127.0.0.1, below the ephemeral range
+#   BASE_PORT=28100    nine consecutive ports from here on 127.0.0.1, below the ephemeral range
 #   PROXY_CORE=0 LOAD_CORE=1   the cores to pin the proxies and wrk+upstream to
 #   SKIP_BUILD=1       use the binaries already built
 #   KEEP_TMP=1         keep the temporary directory (configs, logs, raw wrk output)
@@ -110,15 +110,16 @@ PORT_ES256=$((BASE_PORT + 4))
 PORT_WARDEN=$((BASE_PORT + 5))
 PORT_ADMIN=$((BASE_PORT + 6))
 PORT_NGINX=$((BASE_PORT + 7))
+PORT_FLOOR=$((BASE_PORT + 8))
 # Outside the ephemeral range, or an outgoing connection (wrk, the proxies'
 # upstream connections) could hold one of them when warden restarts.
 read -r EPHEMERAL_LOW EPHEMERAL_HIGH </proc/sys/net/ipv4/ip_local_port_range
-if ((BASE_PORT + 7 >= EPHEMERAL_LOW && BASE_PORT <= EPHEMERAL_HIGH)); then
-    die "ports $BASE_PORT-$((BASE_PORT + 7)) are in the ephemeral range $EPHEMERAL_LOW-$EPHEMERAL_HIGH; set BASE_PORT below $((EPHEMERAL_LOW - 8))"
+if ((BASE_PORT + 8 >= EPHEMERAL_LOW && BASE_PORT <= EPHEMERAL_HIGH)); then
+    die "ports $BASE_PORT-$((BASE_PORT + 8)) are in the ephemeral range $EPHEMERAL_LOW-$EPHEMERAL_HIGH; set BASE_PORT below $((EPHEMERAL_LOW - 9))"
 fi
-for port in $(seq "$BASE_PORT" $((BASE_PORT + 7))); do
+for port in $(seq "$BASE_PORT" $((BASE_PORT + 8))); do
     if [[ -n $("$SS" -Htln "sport = :$port" 2>/dev/null) ]]; then
-        die "port $port is in use; set BASE_PORT to the first of 8 free ports"
+        die "port $port is in use; set BASE_PORT to the first of 9 free ports"
     fi
 done
 
@@ -149,6 +150,9 @@ add_case haproxy-plain haproxy "http://127.0.0.1:$PORT_HAPROXY/public" "HAProxy 
 if [[ -n $NGINX ]]; then
     add_case nginx-plain nginx "http://127.0.0.1:$PORT_NGINX/public" "nginx plain"
 fi
+# The floor: a bare hyper proxy (no routing, auth, logs or metrics) on the
+# same runtime as warden, so the report shows what warden's own work costs.
+add_case floor floor "http://127.0.0.1:$PORT_FLOOR/public" "hyper bare proxy (floor)"
 add_case warden-public warden "http://127.0.0.1:$PORT_WARDEN/public" "warden public"
 add_case haproxy-hs256 haproxy "http://127.0.0.1:$PORT_HS256/hs256" "HAProxy jwt HS256" hs256
 add_case warden-hs256 warden "http://127.0.0.1:$PORT_WARDEN/hs256" "warden jwt HS256" hs256
@@ -174,19 +178,20 @@ say "estimated time: about $((total_secs / 60)) min $((total_secs % 60)) s, plus
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 WARDEN="$TARGET_DIR/release/warden"
 UPSTREAM="$TARGET_DIR/release/examples/bench_upstream"
+FLOOR="$TARGET_DIR/release/examples/bare_proxy"
 MINT="$TARGET_DIR/release/examples/mint_tokens"
 if [[ "$SKIP_BUILD" != 1 ]]; then
-    say "== cargo build --release --bin warden --example bench_upstream --example mint_tokens"
-    cargo build --release --bin warden --example bench_upstream --example mint_tokens
+    say "== cargo build --release --bin warden --example bench_upstream --example mint_tokens --example bare_proxy"
+    cargo build --release --bin warden --example bench_upstream --example mint_tokens --example bare_proxy
 fi
-for bin in "$WARDEN" "$UPSTREAM" "$MINT"; do
+for bin in "$WARDEN" "$UPSTREAM" "$MINT" "$FLOOR"; do
     [[ -x "$bin" ]] || die "$bin is missing (run without SKIP_BUILD=1)"
 done
 
 # ---------------------------------------------------------------- processes
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/warden-load.XXXXXX")
-UPSTREAM_PID="" HAPROXY_PID="" NGINX_PID="" WARDEN_PID="" HOLD_PID=""
+UPSTREAM_PID="" HAPROXY_PID="" NGINX_PID="" WARDEN_PID="" HOLD_PID="" FLOOR_PID=""
 
 stop_pid() { # pid
     [[ -n "$1" ]] || return 0
@@ -200,6 +205,7 @@ cleanup() {
     stop_pid "$WARDEN_PID"
     stop_pid "$HAPROXY_PID"
     stop_pid "$NGINX_PID"
+    stop_pid "$FLOOR_PID"
     stop_pid "$UPSTREAM_PID"
     if [[ "$KEEP_TMP" == 1 || $status -ne 0 ]]; then
         say "kept $TMP (configs, logs, raw wrk output)"
@@ -248,6 +254,13 @@ start_haproxy() {
     "$TASKSET" -c "$PROXY_CORE" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
     HAPROXY_PID=$!
     wait_http "http://127.0.0.1:$PORT_HAPROXY/" "$HAPROXY_PID" haproxy
+}
+
+start_floor() {
+    TOKIO_WORKER_THREADS=1 BARE_RUNTIME=multi "$TASKSET" -c "$PROXY_CORE" "$FLOOR" "$PORT_FLOOR" "$PORT_UPSTREAM" \
+        >"$TMP/floor.log" 2>&1 &
+    FLOOR_PID=$!
+    wait_http "http://127.0.0.1:$PORT_FLOOR/" "$FLOOR_PID" floor
 }
 
 start_nginx() {
@@ -472,9 +485,10 @@ EOF
 
 # ---------------------------------------------------------------- start and check
 
-say "== starting the upstream (core $LOAD_CORE), HAProxy and nginx (core $PROXY_CORE)"
+say "== starting the upstream (core $LOAD_CORE), HAProxy, nginx and the floor (core $PROXY_CORE)"
 start_upstream
 start_haproxy
+start_floor
 [[ -z $NGINX ]] || start_nginx
 
 status_of() { # url [token]
@@ -509,7 +523,7 @@ for alg in hs256 rs256 es256; do
     done
 done
 expect 200 "warden repeated token" "${CASE_URL[warden-cached]}" "$REPEATED_TOKEN"
-for id in direct haproxy-plain nginx-plain warden-public; do
+for id in direct haproxy-plain nginx-plain floor warden-public; do
     [[ -n "${CASE_URL[$id]:-}" ]] || continue
     expect 200 "$id" "${CASE_URL[$id]}"
 done
@@ -537,6 +551,7 @@ run_case() { # id rep
         ;;
     haproxy) pid=$HAPROXY_PID ;;
     nginx) pid=$NGINX_PID ;;
+    floor) pid=$FLOOR_PID ;;
     esac
     local args=(-t1 "-c$CONNECTIONS" "-d${DURATION}s" --latency)
     if [[ -n $pool ]]; then
@@ -580,7 +595,7 @@ run_case() { # id rep
 }
 
 say "== warm-up: 1 s each of the long-running processes"
-for id in direct haproxy-plain haproxy-hs256 haproxy-rs256 haproxy-es256 nginx-plain; do
+for id in direct haproxy-plain haproxy-hs256 haproxy-rs256 haproxy-es256 nginx-plain floor; do
     has_case "$id" || continue
     warm=(-s "$TMP/stats.lua" "${CASE_URL[$id]}")
     [[ -z ${CASE_POOL[$id]} ]] || warm=(-s "$TMP/pool.lua" "${CASE_URL[$id]}" -- "$TMP/tokens/${CASE_POOL[$id]}.tokens" cycle)
@@ -692,7 +707,8 @@ report() {
     printf '  %-44s %6s x throughput   p50 +%.2f ms\n' "warden public vs direct" "$(ratio "$w_pub" "$d_rps")" \
         "$(awk -v a="$(med warden-public 4)" -v b="$(med direct 4)" 'BEGIN{print (a-b)/1000}')"
     local pair a b
-    for pair in warden-public:haproxy-plain warden-public:nginx-plain warden-hs256:haproxy-hs256 \
+    for pair in warden-public:haproxy-plain warden-public:nginx-plain warden-public:floor \
+        floor:haproxy-plain warden-hs256:haproxy-hs256 \
         warden-rs256:haproxy-rs256 warden-es256:haproxy-es256; do
         a=${pair%%:*}
         b=${pair##*:}

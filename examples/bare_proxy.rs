@@ -9,9 +9,11 @@
 //! cargo run --release --example bare_proxy -- LISTEN_PORT UPSTREAM_PORT
 //! ```
 //!
+//! It runs on a current-thread runtime (`BARE_RUNTIME=multi`: tokio's
+//! multi-thread runtime, as warden; give it `TOKIO_WORKER_THREADS=1`).
 //! `BARE_CLIENT=pool` (the default) uses hyper-util's pooled client, as
-//! warden does; `BARE_CLIENT=conn` drives one upstream connection per client
-//! connection from the connection's own task (no pool, no hand-off).
+//! warden does; `BARE_CLIENT=conn` opens one upstream connection per client
+//! connection instead (no pool).
 
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
