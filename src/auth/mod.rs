@@ -502,7 +502,8 @@ impl Service<Request<Body>> for JwtAuth {
             let key = request.extensions().get::<ExecutionKey>().cloned();
             // What the audit event needs of the request, kept before it moves on.
             let method = request.method().clone();
-            let path: Box<str> = request.uri().path().into();
+            // A clone of the URI shares its buffer: no copy of the path.
+            let uri = request.uri().clone();
             let client_ip = request
                 .extensions()
                 .get::<crate::server::ConnectInfo>()
@@ -522,7 +523,7 @@ impl Service<Request<Body>> for JwtAuth {
                         let usage = TokenUse {
                             route: &layer.route,
                             method: &method,
-                            path: &path,
+                            path: uri.path(),
                             client_ip,
                             principal: known.as_deref(),
                             status: response.status(),
@@ -556,7 +557,7 @@ impl Service<Request<Body>> for JwtAuth {
                 let usage = TokenUse {
                     route: &layer.route,
                     method: &method,
-                    path: &path,
+                    path: uri.path(),
                     client_ip,
                     principal: Some(&principal),
                     status: response.status(),
@@ -573,7 +574,7 @@ impl Service<Request<Body>> for JwtAuth {
             let usage = TokenUse {
                 route: &layer.route,
                 method: &method,
-                path: &path,
+                path: uri.path(),
                 client_ip,
                 principal: Some(&principal),
                 status: response.status(),

@@ -4,7 +4,7 @@
 //! request path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::unix_now;
@@ -57,6 +57,8 @@ fn revocation_key(iss: &str, jti: &str) -> String {
 #[derive(Debug)]
 pub struct InMemoryState {
     revoked: moka::sync::Cache<String, i64>,
+    /// Set at the first revocation: until then no token needs a lookup.
+    any_revoked: AtomicBool,
     failures: moka::sync::Cache<String, Arc<Window>>,
     window: Duration,
 }
@@ -75,6 +77,7 @@ impl InMemoryState {
                 .max_capacity(max_revoked)
                 .expire_after(RevokedUntil)
                 .build(),
+            any_revoked: AtomicBool::new(false),
             failures: moka::sync::Cache::builder()
                 .max_capacity(max_tracked)
                 .time_to_live(window)
@@ -92,11 +95,13 @@ impl Default for InMemoryState {
 
 impl AuthState for InMemoryState {
     fn revoke(&self, iss: &str, jti: &str, exp: i64) {
+        self.any_revoked.store(true, Ordering::Release);
         self.revoked.insert(revocation_key(iss, jti), exp);
     }
 
     fn is_revoked(&self, iss: &str, jti: &str) -> bool {
-        self.revoked.contains_key(&revocation_key(iss, jti))
+        self.any_revoked.load(Ordering::Acquire)
+            && self.revoked.contains_key(&revocation_key(iss, jti))
     }
 
     fn begin_attempt(&self, subject: &str, limit: u32) -> Result<(), Duration> {

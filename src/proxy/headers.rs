@@ -168,6 +168,8 @@ where
         headers.remove(header::HOST);
         // The gateway has already answered (or not) the client's 100-continue.
         headers.remove(header::EXPECT);
+        // Room for the four headers set below, grown at most once.
+        headers.reserve(4);
 
         if let Some(info) = connection {
             let previous: Vec<&str> = headers

@@ -47,11 +47,27 @@ impl Default for HealthSettings {
 pub struct Target {
     /// Its base URL.
     pub uri: Uri,
+    /// The `Host` header an HTTP/1.1 request to it carries, made once:
+    /// the host, and the port unless it is the scheme's default.
+    pub host: Option<http::HeaderValue>,
     consecutive_failures: AtomicU32,
     /// Milliseconds since [`Targets::epoch`] until which it is skipped.
     skipped_until: AtomicU64,
     active_down: AtomicBool,
     up: IntGauge,
+}
+
+fn host_header(uri: &Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let text = match uri.port_u16() {
+        Some(port) if port != default_port => format!("{host}:{port}"),
+        _ => host.to_owned(),
+    };
+    http::HeaderValue::try_from(text).ok()
 }
 
 /// A route's targets, in round-robin order.
@@ -78,6 +94,7 @@ impl Targets {
                 gauge.set(1);
                 Target {
                     uri: uri.clone(),
+                    host: host_header(uri),
                     consecutive_failures: AtomicU32::new(0),
                     skipped_until: AtomicU64::new(0),
                     active_down: AtomicBool::new(false),
@@ -197,4 +214,33 @@ fn target_label(uri: &Uri) -> String {
         uri.scheme_str().unwrap_or("http"),
         uri.authority().map_or("", |a| a.as_str())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_header_drops_only_the_default_port() {
+        let host = |uri: &'static str| {
+            host_header(&Uri::from_static(uri)).map(|v| v.to_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(
+            host("http://10.0.0.1:9001/v1").as_deref(),
+            Some("10.0.0.1:9001")
+        );
+        assert_eq!(
+            host("http://api.internal:80").as_deref(),
+            Some("api.internal")
+        );
+        assert_eq!(
+            host("https://api.internal:443/").as_deref(),
+            Some("api.internal")
+        );
+        assert_eq!(
+            host("https://api.internal:80").as_deref(),
+            Some("api.internal:80")
+        );
+        assert_eq!(host("http://[::1]:8080").as_deref(), Some("[::1]:8080"));
+    }
 }

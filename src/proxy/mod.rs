@@ -251,11 +251,17 @@ impl Service<Request<Body>> for Proxy {
                 }
             };
             *request.uri_mut() = uri;
-            *request.version_mut() = if inner.client.http2 {
-                Version::HTTP_2
+            if inner.client.http2 {
+                *request.version_mut() = Version::HTTP_2;
             } else {
-                Version::HTTP_11
-            };
+                *request.version_mut() = Version::HTTP_11;
+                // Made once per target, so the client need not format it.
+                if let Some(host) = &chosen.host {
+                    request
+                        .headers_mut()
+                        .insert(http::header::HOST, host.clone());
+                }
+            }
 
             let started = Instant::now();
             let sent =

@@ -4,7 +4,7 @@
 //! request; behind the router each route has its own stack, built here once
 //! (at start-up, and again on reload), never per request.
 
-use tower::util::BoxCloneSyncService;
+use tower::util::{BoxCloneSyncService, Either};
 use tower::{Layer, ServiceBuilder};
 
 use std::collections::HashMap;
@@ -195,16 +195,17 @@ fn route_stack(
     let proxy = Proxy::new(targets, strip, route.timeout, client);
     // Innermost, after the header policy: nothing after it can remove the
     // credential, and nothing before it sees it.
-    let proxy: HttpService = match &route.inject {
-        Some(inject) => BoxCloneSyncService::new(
+    // Without injection the proxy is called directly, not through a box.
+    let proxy = match &route.inject {
+        Some(inject) => Either::Left(BoxCloneSyncService::new(
             InjectCredentialLayer::new(
                 inject.clone(),
                 shared.credentials.clone(),
                 shared.max_body_bytes,
             )
             .layer(BoxCloneSyncService::new(proxy)),
-        ),
-        None => BoxCloneSyncService::new(proxy),
+        )),
+        None => Either::Right(proxy),
     };
     let forward = ServiceBuilder::new()
         // Hop-by-hop headers out (with every header the client's Connection
