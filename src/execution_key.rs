@@ -88,7 +88,8 @@ thread_local! {
 }
 
 /// Ten random bytes from this thread's pool, refilled from aws-lc-rs when
-/// used up. Bytes are never handed out twice.
+/// used up. Bytes are never handed out twice (unless the generator fails,
+/// never seen, when keys fall back to zeros and only their time differs).
 fn random_bits() -> [u8; KEY_RANDOM_BYTES] {
     RANDOM_POOL.with_borrow_mut(|pool| {
         if pool.next + KEY_RANDOM_BYTES > pool.bytes.len() {

@@ -2,7 +2,8 @@
 //!
 //! [`ObserveLayer`] sits just inside the execution key layer, so it sees every
 //! request, including the ones the gateway answers itself. It counts the
-//! bytes of both bodies and, when the response body ends (or is dropped),
+//! bytes of both bodies (a request without a body is not wrapped: it logs
+//! `bytes_in` 0) and, when the response body ends (or is dropped),
 //! writes one access-log line and updates `warden_requests_total`,
 //! `warden_request_duration_seconds` and `warden_in_flight_requests`.
 //!

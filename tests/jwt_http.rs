@@ -499,7 +499,8 @@ async fn a_token_revoked_through_the_admin_api_is_refused_even_though_it_was_cac
         reply.header("www-authenticate"),
         Some(insufficient_scope("warden:admin").as_str())
     );
-    // Its second use put it in the verified-token cache.
+    // Verified a second time by the refused revocation above, the token is
+    // now in the verified-token cache: this request is a hit.
     assert_eq!(get_bearer(&url, &token).await.status, StatusCode::OK);
 
     let operator =

@@ -164,7 +164,7 @@ where
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        // The upstream client sets Host from the upstream URL.
+        // Host is the upstream's own, set by the proxy from the target URL.
         headers.remove(header::HOST);
         // The gateway has already answered (or not) the client's 100-continue.
         headers.remove(header::EXPECT);

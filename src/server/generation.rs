@@ -8,8 +8,12 @@
 //! change (so their keys and readiness survive a reload).
 //!
 //! [`Live`] holds the generation in force behind `ArcSwap`s: a connection
-//! loads the service per request, so keep-alive connections follow a reload
-//! at their next request, while requests in flight finish on the old one.
+//! checks it per request, so keep-alive connections follow a reload at their
+//! next request, while requests in flight finish on the old one. A
+//! connection keeps its copy of the stack between requests, so an old
+//! generation is freed once every connection that used it has sent another
+//! request or closed (idle HTTP/1.1 connections close after
+//! `header_read_timeout`; HTTP/2 connections have no idle timeout).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

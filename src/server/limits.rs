@@ -3,9 +3,11 @@
 //! [`RequestLimitsLayer`] sits before routing and auth, so an oversized
 //! request costs no parsing or crypto. Headers are measured as they would be
 //! on the wire (`name: value\r\n`); a `Content-Length` above the limit is
-//! refused at once; every body, chunked ones too, is wrapped in
+//! refused at once; every body that is not already complete when the
+//! request arrives (chunked ones too) is wrapped in
 //! [`Limited`](crate::body::Limited), which fails the stream one byte past the
-//! limit (the proxy then answers 413).
+//! limit (the proxy then answers 413). A request without a body has nothing
+//! to limit.
 //!
 //! hyper enforces the same header limit for HTTP/1.1 before the request is
 //! even parsed (it answers 431 itself); this layer makes the limit exact, and

@@ -148,7 +148,9 @@ impl ConnectInfo {
 /// up per request, so a reload reaches keep-alive connections at their next
 /// request; its stack is cloned only when the generation has changed, not
 /// per request. Every stack is always ready (see [`crate::router`]), so it
-/// is called without `poll_ready`.
+/// is called without `poll_ready`. Between requests the connection holds
+/// the stack it last used, so an old generation lives until its idle
+/// connections send another request or close.
 struct ConnectionService {
     live: Arc<Live>,
     info: ConnectInfo,
