@@ -16,13 +16,14 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::Method;
 use jsonwebtoken::Algorithm;
+use warden::auth::issue::IssuerSettings;
 use warden::auth::issue::{Grant, TokenIssuer};
 use warden::auth::jwt::{self, IssuerPolicy, KeySet, VerifyingKey};
 use warden::auth::keys::{self, KeySettings, KeySource, alg_name};
 use warden::auth::scopes::RouteAuthz;
 use warden::auth::state::InMemoryState;
-use warden::auth::{Authenticator, ValidationSettings, unix_now};
-use warden::config::IssuerSettings;
+use warden::auth::{Authenticator, ValidationSettings};
+use warden::clock::unix_now;
 use warden::metrics::Metrics;
 use warden::routes::{Match, RouteKey, RouteTable};
 
@@ -75,7 +76,7 @@ const ALGORITHMS: [Algorithm; 4] = [
 ];
 
 fn verification(c: &mut Criterion) {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("a runtime");

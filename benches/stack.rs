@@ -33,9 +33,9 @@ use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use warden::audit::AuditLog;
 use warden::auth::state::InMemoryState;
+use warden::body::HttpService;
+use warden::extensions::ConnectInfo;
 use warden::metrics::Metrics;
-use warden::router::HttpService;
-use warden::server::ConnectInfo;
 use warden::server::generation::Persistent;
 
 #[global_allocator]
@@ -120,7 +120,7 @@ fn token() -> String {
         "iss": ISS,
         "aud": "bench-api",
         "sub": "bench-client",
-        "exp": warden::auth::unix_now() + 3600,
+        "exp": warden::clock::unix_now() + 3600,
     });
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some("bench-hs256".into());
@@ -177,7 +177,7 @@ async fn direct(client: &Client<HttpConnector, Empty<Bytes>>, uri: &http::Uri) {
 }
 
 fn stack(c: &mut Criterion) {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

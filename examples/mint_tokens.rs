@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use jsonwebtoken::Algorithm;
+use warden::auth::issue::IssuerSettings;
 use warden::auth::issue::{Grant, TokenIssuer};
 use warden::auth::keys::{self, KeySettings, KeySource, alg_name};
-use warden::config::IssuerSettings;
 
 /// The `iss` of every minted token.
 const ISS: &str = "https://issuer.bench.local";
@@ -72,7 +72,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     if let Err(err) = std::fs::create_dir_all(&args.out) {
         eprintln!("mint_tokens: cannot create {}: {err}", args.out.display());
         return ExitCode::from(1);

@@ -3,7 +3,8 @@
 //! access log.
 //!
 //! Every layer speaks `Request<Body>` / `Response<Body>` so the per-route
-//! stacks can be boxed and swapped; the boxing costs one allocation per body.
+//! stacks can be boxed ([`HttpService`]) and swapped; the boxing costs one
+//! allocation per body.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,10 +16,19 @@ use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Empty, Full, combinators::UnsyncBoxBody};
 
 /// The error type of bodies and of the upstream client.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The body type of every request and response inside the gateway.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A boxed service from request to response that never fails: what a
+/// route's stack, a built-in endpoint and the whole gateway each are. Errors
+/// are responses by the time they leave a layer.
+pub type HttpService = tower::util::BoxCloneSyncService<
+    http::Request<Body>,
+    http::Response<Body>,
+    std::convert::Infallible,
+>;
 
 /// An empty body.
 pub fn empty() -> Body {

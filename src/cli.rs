@@ -43,7 +43,7 @@ fn decoded(segment: &str) -> Value {
 /// Checks one compact JWS's signature (claims are shown, not judged), for
 /// operators debugging a token and for the standard JOSE vectors.
 pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String> {
-    crate::install_crypto_providers();
+    crate::crypto::install_providers();
     let token = token.trim();
     let mut single_key = None;
     let set = match with {
@@ -204,7 +204,7 @@ pub fn token(
     scope: &str,
     ttl: Option<std::time::Duration>,
 ) -> Result<String, String> {
-    crate::install_crypto_providers();
+    crate::crypto::install_providers();
     let settings = config.issuer.as_ref().ok_or("the config has no [issuer]")?;
     let kid = settings
         .signing_kid

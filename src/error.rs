@@ -10,6 +10,29 @@ use http::{HeaderValue, Response, StatusCode, header};
 use crate::body::{self, Body};
 use crate::execution_key::ExecutionKey;
 
+/// Whose fault an error is. It decides the status class (4xx, 502/504,
+/// 500), and rides in the response extensions so the access log can say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The request was wrong: the client can fix it.
+    Client,
+    /// The upstream failed or was too slow: the client can retry.
+    Upstream,
+    /// A bug or a broken state in the gateway.
+    Gateway,
+}
+
+impl Fault {
+    /// The value of the access log's `fault` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Client => "client",
+            Fault::Upstream => "upstream",
+            Fault::Gateway => "gateway",
+        }
+    }
+}
+
 /// What went wrong, as a client-facing code. Each variant has one status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -27,12 +50,31 @@ pub enum ErrorCode {
     BadGateway,
     /// The upstream did not answer within the route's timeout.
     UpstreamTimeout,
+    /// The request did not complete within `server.request_timeout`. Its
+    /// wire code is `upstream_timeout`, as SPEC §3 fixes for any timeout.
+    RequestTimeout,
     /// A bug in the gateway (a caught panic, an impossible state).
     Internal,
 }
 
 impl ErrorCode {
-    /// The HTTP status of this error.
+    /// Whose fault it is.
+    pub fn fault(self) -> Fault {
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::NotFound
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::PayloadTooLarge
+            | ErrorCode::HeadersTooLarge => Fault::Client,
+            ErrorCode::BadGateway | ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => {
+                Fault::Upstream
+            }
+            ErrorCode::Internal => Fault::Gateway,
+        }
+    }
+
+    /// The HTTP status of this error: a 4xx for the client's faults, 502 or
+    /// 504 for the upstream's, 500 for the gateway's.
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
@@ -41,7 +83,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
-            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -55,7 +97,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::HeadersTooLarge => "request_header_fields_too_large",
             ErrorCode::BadGateway => "bad_gateway",
-            ErrorCode::UpstreamTimeout => "upstream_timeout",
+            ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => "upstream_timeout",
             ErrorCode::Internal => "internal_error",
         }
     }
@@ -86,12 +128,14 @@ impl GatewayError {
     /// Renders the error as the JSON response of SPEC §3:
     /// `{"error", "error_description", "execution_key"}`.
     pub fn into_response(self, key: Option<&ExecutionKey>) -> Response<Body> {
-        json_error(
+        let mut response = json_error(
             self.code.status(),
             self.code.as_str(),
             &self.description,
             key,
-        )
+        );
+        response.extensions_mut().insert(self.code.fault());
+        response
     }
 }
 

@@ -13,30 +13,35 @@
 //! [`config::Config`] is parsed once into typed settings;
 //! [`server::Gateway`] binds and serves it.
 
-pub mod audit;
-pub mod auth;
+// Leaves: imported by many, importing none of the concerns below.
 pub mod body;
-pub mod cli;
-pub mod config;
-pub mod credentials;
+pub mod clock;
+pub mod crypto;
 pub mod error;
 pub mod execution_key;
-pub mod metrics;
-pub mod observe;
-pub mod outbound;
-pub mod proxy;
-pub mod router;
-pub mod routes;
+pub mod extensions;
+pub mod percent;
+pub mod readiness;
 pub mod secret;
-pub mod server;
+pub mod tls;
+
+// Observability: metrics, the access log and the audit log.
+pub mod access_log;
+pub mod audit;
+pub mod metrics;
 pub mod telemetry;
+
+// The concerns of a request.
+pub mod auth;
+pub mod credentials;
+pub mod http_client;
+pub mod proxy;
+pub mod routes;
+
+// Configuration, the server that runs it, the command line.
+pub mod cli;
+pub mod config;
+pub mod server;
 
 pub use config::Config;
 pub use server::{AuditWriter, Gateway, StartOptions};
-
-/// Installs aws-lc-rs as the process-wide crypto provider of rustls and
-/// jsonwebtoken (one provider everywhere). Safe to call more than once.
-pub fn install_crypto_providers() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
-}

@@ -387,7 +387,7 @@ fn run(config: Option<PathBuf>) -> ExitCode {
         Err(code) => return code,
     };
     warden::telemetry::init(&config.log);
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -38,7 +38,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use warden::StartOptions;
-use warden::auth::unix_now;
+use warden::clock::unix_now;
 use warden::credentials::store::{MasterKey, Store, StoreContents};
 use warden::credentials::{ClientAuth, Credential, CredentialInput, Kind, Location};
 use warden::secret::SecretString;

@@ -99,7 +99,7 @@ struct RsaKey {
 fn rsa() -> &'static RsaKey {
     static RSA: OnceLock<RsaKey> = OnceLock::new();
     RSA.get_or_init(|| {
-        warden::install_crypto_providers();
+        warden::crypto::install_providers();
         let der = keys::generate_der(Algorithm::RS256).unwrap();
         let encoding = EncodingKey::from_rsa_pem(keys::pkcs8_pem(&der).as_bytes()).unwrap();
         let pair = RsaKeyPair::from_pkcs8(&der).unwrap();
@@ -175,7 +175,7 @@ fn claims_with(changes: &Value) -> Value {
 }
 
 fn verify(token: &str, set: &KeySet) -> Result<Principal, Reason> {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     jwt::verify(token, &[set], NOW, LEEWAY).map_err(|(rejection, _)| rejection.reason)
 }
 
@@ -190,7 +190,7 @@ fn reason(token: &str, set: &KeySet) -> Reason {
 
 #[test]
 fn a_good_token_from_each_kind_of_key_is_accepted_with_its_subject_and_scopes() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let keys = [
         Key::generate("hs-1", Algorithm::HS256),
         Key::generate("hs-384", Algorithm::HS384),
@@ -332,7 +332,7 @@ fn an_algorithm_name_is_matched_exactly_and_must_be_a_string() {
 
 #[test]
 fn a_key_verifies_only_its_own_algorithm() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let es = Key::generate("es-1", Algorithm::ES256);
     let set = set_of(&[&es, &rsa().key]);
     let payload = encode(&claims());
@@ -367,7 +367,7 @@ fn a_key_verifies_only_its_own_algorithm() {
 
 #[test]
 fn an_hs256_token_keyed_with_the_rs256_public_key_is_never_accepted() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let rsa = rsa();
     let other_hs = Key::generate("hs-1", Algorithm::HS256);
     let only_rsa = set_of(&[&rsa.key]);
@@ -561,7 +561,7 @@ fn when_two_issuers_share_a_kid_the_signature_decides_not_the_claimed_issuer() {
     let partner_set = KeySet::new(vec![theirs.verifying(&partner)]);
     let sets = [&own_set, &partner_set];
     let check = |token: &str| {
-        warden::install_crypto_providers();
+        warden::crypto::install_providers();
         jwt::verify(token, &sets, NOW, LEEWAY).map_err(|(r, _)| r.reason)
     };
     // Each issuer's own tokens pass.

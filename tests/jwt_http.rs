@@ -26,7 +26,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use warden::StartOptions;
-use warden::auth::unix_now;
+use warden::clock::unix_now;
 
 const ISS: &str = "https://warden.test";
 const AUD: &str = "orders-api";

@@ -21,7 +21,7 @@ use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use warden::auth::state::InMemoryState;
-use warden::auth::unix_now;
+use warden::clock::unix_now;
 use warden::{AuditWriter, StartOptions};
 
 const ISS: &str = "http://warden.test";

@@ -154,7 +154,7 @@ fn tls_section(cert: &TempFile, key: &TempFile, client_ca: Option<&TempFile>) ->
 /// A rustls client trusting `roots` only, showing `identity` when asked
 /// for a client certificate, offering `alpn`.
 fn tls_client(roots: &[&Ca], identity: Option<&Leaf>, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let mut store = rustls::RootCertStore::empty();
     for ca in roots {
         for cert in CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
@@ -1237,7 +1237,7 @@ fn issuer_section(key: &TestKey, file: &TempFile) -> String {
 }
 
 fn operator_token(key: &TestKey, scope: &str) -> String {
-    let now = warden::auth::unix_now();
+    let now = warden::clock::unix_now();
     key.token(&json!({
         "iss": ISS,
         "aud": "warden",

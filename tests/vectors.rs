@@ -249,9 +249,9 @@ fn rfc7515_a5_unsecured_jws_is_always_rejected() {
 
 #[test]
 fn rfc7515_jwts_are_rejected_as_expired_at_the_current_time() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let set = rfc7515_key_set(&["https://api.example"]);
-    let now = warden::auth::unix_now();
+    let now = warden::clock::unix_now();
     for section in ["A.1", "A.2", "A.3"] {
         let token = rfc7515(section)["compact"].as_str().unwrap().to_owned();
         let (rejection, unverified) = jwt::verify(&token, &[&set], now, 30).unwrap_err();
@@ -266,7 +266,7 @@ fn rfc7515_jwts_are_rejected_as_expired_at_the_current_time() {
 
 #[test]
 fn rfc7515_jwts_with_the_clock_pinned_before_expiry_are_refused_for_lack_of_an_audience() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     // exp is 1300819380 (2011-03-22T18:43:00Z); the signature, the time and
     // the issuer all pass, but the tokens have no `aud` and the gateway
     // always requires one of the issuer's audiences.
@@ -343,7 +343,7 @@ fn rsa_private_key_der(jwk: &Value) -> Vec<u8> {
 
 #[test]
 fn rfc7515_a1_and_a2_signing_reproduces_the_published_signatures() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let signing_input = |v: &Value| {
         let token = str_of(v, "compact");
         let (input, signature) = token.rsplit_once('.').unwrap();
@@ -374,7 +374,7 @@ fn rfc7520(file: &str) -> Value {
 
 #[test]
 fn rfc7520_4_1_rs256_4_2_ps384_and_4_4_hs256_verify_with_the_cookbook_keys() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     // The RSA key from a JWKS, chosen by the token's kid.
     for file in ["4_1.rsa_v15_signature", "4_2.rsa-pss_signature"] {
         let v = rfc7520(file);
@@ -487,7 +487,7 @@ fn rfc7520_json_serializations_and_detached_content_are_not_bearer_tokens() {
 
 #[test]
 fn rfc8037_a4_ed25519_verifies_with_eddsa_and_signing_reproduces_it() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let v = vector("rfc8037/ed25519_jws_rfc8037_A4.json");
     let token = str_of(&v["output"], "compact");
     let jwk = public_jwk(&v["input"]["key"]);
@@ -575,7 +575,7 @@ fn signature_verifies(token: &str, set: &KeySet) -> bool {
 /// a trusted issuer's JWKS; an HS key as one of the gateway's own keys, with
 /// its kid (a JWKS never carries a secret).
 fn wycheproof_verdict(group: &Value, token: &str) -> bool {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let jwk = group
         .get("public")
         .or_else(|| group.get("private"))
@@ -689,7 +689,7 @@ const WYCHEPROOF_JWK_STRICTER: &[(u64, &str)] = &[
 
 #[test]
 fn every_wycheproof_key_set_case_gets_the_expected_verdict() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let doc = vector("wycheproof/json_web_key_test.json");
     let policy = Arc::new(IssuerPolicy {
         iss: "https://idp.example".into(),
@@ -762,7 +762,7 @@ fn wycheproof_case(file: &str, tc: u64) -> (Value, Value) {
 /// the module promises canonical segments.
 #[test]
 fn signature_only_verification_rejects_a_payload_that_is_not_canonical_base64url() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let (group, case) = wycheproof_case("wycheproof/json_web_signature_test.json", 375);
     let token = str_of(&case, "jws");
     assert_eq!(token.split('.').nth(1), Some("AB"));
@@ -791,7 +791,7 @@ fn signature_only_verification_rejects_a_payload_that_is_not_canonical_base64url
 /// so the token never verifies.
 #[test]
 fn a_jwks_rsa_key_with_the_roca_weakness_is_never_used() {
-    warden::install_crypto_providers();
+    warden::crypto::install_providers();
     let file = "wycheproof/json_web_key_test.json";
     let (group, case) = wycheproof_case(file, 7);
     let roca = &group["public"]["keys"][0];

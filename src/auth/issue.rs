@@ -13,8 +13,22 @@ use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 
 use super::keys::LoadedKey;
-use super::unix_now;
-use crate::config::IssuerSettings;
+use crate::clock::unix_now;
+
+/// `[issuer]`, validated: the gateway's own tokens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IssuerSettings {
+    /// `iss` of the gateway's tokens, and required of tokens its keys verify.
+    pub iss: String,
+    /// `aud` of its tokens; tokens its keys verify must hold one of them.
+    pub audiences: Vec<String>,
+    /// The key that signs issued tokens.
+    pub signing_kid: Option<String>,
+    /// The default lifetime of issued tokens.
+    pub ttl: Duration,
+    /// The longest lifetime of issued tokens.
+    pub max_ttl: Duration,
+}
 
 /// Claims an identity's extra `claims` may not set: the issuer sets them,
 /// or (`scp`, `scopes`) the validator reads scopes from them.

@@ -30,7 +30,7 @@ use serde_json::Value;
 
 use super::jwt::{IssuerPolicy, KeySet, VerifyingKey};
 use super::keys::{alg_name, parse_algorithm};
-use crate::server::admin::Readiness;
+use crate::readiness::Readiness;
 
 /// The shortest wait between two fetches triggered by unknown kids.
 pub const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
@@ -76,7 +76,7 @@ pub enum FetchError {
     Document(String),
 }
 
-type JwksClient = crate::outbound::HttpsClient<Empty<Bytes>>;
+type JwksClient = crate::http_client::HttpsClient<Empty<Bytes>>;
 
 /// A trusted issuer and the keys currently held for it.
 pub struct TrustedIssuer {
@@ -107,8 +107,8 @@ impl TrustedIssuer {
         refresh_total: &prometheus::IntCounterVec,
         readiness: Readiness,
     ) -> Result<Arc<Self>, FetchError> {
-        let client =
-            crate::outbound::https_client(settings.ca_file.as_deref()).map_err(FetchError::Tls)?;
+        let client = crate::http_client::https_client(settings.ca_file.as_deref())
+            .map_err(FetchError::Tls)?;
         readiness.wait_for(readiness_name(&settings.iss));
         Ok(Arc::new(Self {
             policy: Arc::new(IssuerPolicy {

@@ -38,7 +38,7 @@ use crate::audit::AuditLog;
 use crate::body::{self, Body};
 use crate::error::{json_error, json_response};
 use crate::execution_key::ExecutionKey;
-use crate::server::ConnectInfo;
+use crate::extensions::ConnectInfo;
 
 /// The path of the public JWKS.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";
@@ -294,6 +294,17 @@ impl Endpoints {
                 ),
             }),
         }
+    }
+
+    /// The exact (normalised) paths of the endpoints in force: the JWKS
+    /// always, login and revocation when `[login]` is set.
+    pub fn paths(&self) -> Vec<(String, Endpoint)> {
+        let mut paths = vec![(JWKS_PATH.to_owned(), Endpoint::Jwks)];
+        if let Some(login) = &self.inner.login {
+            paths.push((login.path.clone(), Endpoint::Login));
+            paths.push((format!("{}/revoke", login.path), Endpoint::Revoke));
+        }
+        paths
     }
 
     /// The endpoint at `path` (normalised), if any.

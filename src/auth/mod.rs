@@ -19,7 +19,7 @@
 //! `insufficient_scope` for a token that may not use the route; each carries
 //! the execution key and a reason code that metrics count.
 
-mod doorkeeper;
+mod cache_admission;
 pub mod forward;
 pub mod issue;
 pub mod jwks;
@@ -32,7 +32,7 @@ pub mod state;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
@@ -40,11 +40,11 @@ use prometheus::IntCounter;
 use tower::{Layer, Service};
 
 use crate::audit::AuditLog;
-use crate::body::Body;
+use crate::body::{Body, HttpService};
+use crate::clock::unix_now;
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
 use crate::metrics::Metrics;
-use crate::router::HttpService;
 pub use jwt::{Principal, Reason, Rejection};
 pub use scopes::RouteAuthz;
 
@@ -78,13 +78,6 @@ pub const MAX_LEEWAY_SECS: u64 = 300;
 /// so a key removed from a JWKS stops working within this time.
 const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(300);
 
-/// Seconds since the epoch, now.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 struct CacheExpiry;
 
 impl moka::Expiry<[u8; 32], Arc<Principal>> for CacheExpiry {
@@ -107,7 +100,7 @@ pub struct Authenticator {
     issuers: Vec<Arc<jwks::TrustedIssuer>>,
     cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
     /// Which verified tokens go into the cache.
-    doorkeeper: doorkeeper::Doorkeeper,
+    admission: cache_admission::CacheAdmission,
     leeway: i64,
     max_token_bytes: usize,
     cache_hit: IntCounter,
@@ -141,7 +134,7 @@ impl Authenticator {
                 .max_capacity(settings.cache_entries)
                 .expire_after(CacheExpiry)
                 .build(),
-            doorkeeper: doorkeeper::Doorkeeper::new(settings.cache_entries),
+            admission: cache_admission::CacheAdmission::new(settings.cache_entries),
             leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_bytes: settings.max_token_bytes,
             cache_hit: metrics.token_cache_requests.with_label_values(&["hit"]),
@@ -240,7 +233,7 @@ impl Authenticator {
             other => other.map_err(signed),
         };
         let principal = Arc::new(verified?);
-        if self.doorkeeper.admit(&cache_key) {
+        if self.admission.admit(&cache_key) {
             self.cache.insert(cache_key, principal.clone());
         }
         Ok(principal)
@@ -477,7 +470,7 @@ impl Layer<HttpService> for JwtAuthLayer {
     }
 }
 
-/// The service made by [`JwtAuthLayer`], in front of a route's boxed stack.
+/// The service made by [`JwtAuthLayer`].
 #[derive(Clone, Debug)]
 pub struct JwtAuth {
     inner: HttpService,
@@ -506,7 +499,7 @@ impl Service<Request<Body>> for JwtAuth {
             let uri = request.uri().clone();
             let client_ip = request
                 .extensions()
-                .get::<crate::server::ConnectInfo>()
+                .get::<crate::extensions::ConnectInfo>()
                 .map(|c| c.remote.ip());
             let verified = match bearer_token(request.headers()) {
                 Ok(token) => layer.authenticator.authenticate_detailed(token).await,

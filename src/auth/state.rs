@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::unix_now;
+use crate::clock::unix_now;
 
 /// The window login failures are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);

@@ -15,18 +15,19 @@ mod file;
 mod validate;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::AuditSettings;
 use crate::auth::ValidationSettings;
+use crate::auth::issue::IssuerSettings;
 use crate::auth::jwks::TrustedIssuerSettings;
 use crate::auth::keys::LoadedKey;
 use crate::auth::login::LoginSettings;
 use crate::credentials::CredentialsSettings;
 use crate::routes::RouteSettings;
-use crate::server::ServerSettings;
 use crate::telemetry::LogSettings;
 
 /// The whole, validated configuration.
@@ -82,19 +83,56 @@ impl Config {
     }
 }
 
-/// `[issuer]`, validated: the gateway's own tokens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IssuerSettings {
-    /// `iss` of the gateway's tokens, and required of tokens its keys verify.
-    pub iss: String,
-    /// `aud` of its tokens; tokens its keys verify must hold one of them.
-    pub audiences: Vec<String>,
-    /// The key that signs issued tokens.
-    pub signing_kid: Option<String>,
-    /// The default lifetime of issued tokens.
-    pub ttl: Duration,
-    /// The longest lifetime of issued tokens.
-    pub max_ttl: Duration,
+/// `[server]`, validated.
+///
+/// The one settings struct defined here rather than by the concern that
+/// uses it: the server sits above `config` (it reloads the file), so its
+/// settings cannot live in `server` without an import running back up.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// The main listener: routes, login, JWKS.
+    pub listen: SocketAddr,
+    /// The admin listener: health, readiness, metrics.
+    pub admin_listen: SocketAddr,
+    /// How long in-flight requests may run after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// The longest any upstream may take to answer (routes may set less).
+    pub request_timeout: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long connecting to an upstream may take.
+    pub connect_timeout: Duration,
+    /// The largest request header section accepted (431 above).
+    pub max_header_bytes: usize,
+    /// The largest request body accepted (413 above).
+    pub max_body_bytes: u64,
+    /// Reuse a valid inbound `X-Execution-Key`.
+    pub trust_execution_key_header: bool,
+    /// Open client connections beyond which new ones wait to be accepted.
+    pub max_connections: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// `[server.tls]`: TLS on the main listener.
+    pub tls: Option<crate::tls::TlsSettings>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            shutdown_grace: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+            trust_execution_key_header: false,
+            max_connections: 10_000,
+            max_concurrent_streams: 128,
+            tls: None,
+        }
+    }
 }
 
 /// The default config path: `WARDEN_CONFIG`, else `./gateway.toml`.

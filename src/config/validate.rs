@@ -25,9 +25,9 @@ use crate::auth::keys::{
 };
 use crate::auth::login::{ApiKeyIdentity, JWKS_PATH, LoginSettings, UserIdentity};
 use crate::auth::scopes::RouteAuthz;
+use crate::config::ServerSettings;
 use crate::proxy::Upstream;
 use crate::routes::{AuthMode, RouteKey, RouteSettings, normalize_path};
-use crate::server::ServerSettings;
 use crate::telemetry::{LogFormat, LogSettings};
 
 /// One step of a key path.
@@ -925,7 +925,7 @@ fn build_trusted_issuers(
         }
         let ca_file = file.ca_file.as_deref().map(|p| resolve(report, p));
         if let Some(ca) = &ca_file
-            && let Err(why) = crate::outbound::ca_certificates(ca)
+            && let Err(why) = crate::http_client::ca_certificates(ca)
         {
             report.problem(
                 &path.key("ca_file"),
@@ -1064,8 +1064,8 @@ fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerSettings {
         let cert_file = resolve(report, &tls.cert_file);
         let key_file = resolve(report, &tls.key_file);
         let client_ca_file = tls.client_ca_file.as_deref().map(|p| resolve(report, p));
-        match crate::server::tls::server_config(&cert_file, &key_file, client_ca_file.as_deref()) {
-            Ok(config) => Some(crate::server::tls::TlsSettings {
+        match crate::tls::server_config(&cert_file, &key_file, client_ca_file.as_deref()) {
+            Ok(config) => Some(crate::tls::TlsSettings {
                 cert_file,
                 key_file,
                 client_ca_file,
@@ -1324,7 +1324,7 @@ fn build_route(
         http2: file.upstream_http2.unwrap_or(false),
     };
     if let Some(ca) = &connection.ca_file
-        && let Err(why) = crate::outbound::ca_certificates(ca)
+        && let Err(why) = crate::http_client::ca_certificates(ca)
     {
         report.problem(
             &path.key("ca_file"),
@@ -1710,7 +1710,7 @@ mod tests {
         let text = "[[keys]]\nkid = \"k\"\nalg = \"ES256\"\ngenerate = true\n\
                     [issuer]\niss = \"https://gw\"\naud = [\"a\"]\n\
                     [[trusted_issuers]]\niss = \"https://gw\"\njwks_url = \"https://idp/jwks\"\naud = [\"a\"]\nalgs = [\"RS256\"]\n";
-        crate::install_crypto_providers();
+        crate::crypto::install_providers();
         let found = problems(text);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(

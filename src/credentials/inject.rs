@@ -26,10 +26,10 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
 use super::{Credential, Credentials, Kind, Location, percent_encode};
-use crate::body::{self, Body};
+use crate::body::{self, Body, HttpService};
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
-use crate::router::HttpService;
+use crate::extensions::{InjectedValue, PathCredential};
 use crate::secret::SecretString;
 
 /// The largest request body kept for a retry after an upstream 401.
@@ -42,28 +42,6 @@ pub struct InjectSettings {
     pub credential: String,
     /// A location that overrides the stored one.
     pub location: Option<Location>,
-}
-
-/// The credential for `{credential}` in the upstream URL, already
-/// percent-encoded; read by the proxy.
-#[derive(Clone)]
-pub struct PathCredential(pub SecretString);
-
-impl std::fmt::Debug for PathCredential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PathCredential([redacted])")
-    }
-}
-
-/// The value injected into a request, so that `builtin:echo`, which answers
-/// the client directly, can redact it.
-#[derive(Clone)]
-pub struct InjectedValue(pub SecretString);
-
-impl std::fmt::Debug for InjectedValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("InjectedValue([redacted])")
-    }
 }
 
 /// Injects a route's credential.

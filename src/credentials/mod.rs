@@ -162,7 +162,7 @@ pub struct Credential {
 impl Credential {
     /// A credential stored now.
     pub fn new(kind: Kind, location: Option<Location>) -> Self {
-        let now = crate::auth::unix_now();
+        let now = crate::clock::unix_now();
         Self {
             kind,
             location,
@@ -480,7 +480,7 @@ impl Credentials {
                 && let Kind::Oauth2 { refresh_token, .. } = &mut credential.kind
             {
                 *refresh_token = Some(token);
-                credential.updated = crate::auth::unix_now();
+                credential.updated = crate::clock::unix_now();
             }
         })?;
         // The in-memory set follows the store (whatever else changed in it).

@@ -20,7 +20,7 @@ use prometheus::IntCounter;
 use serde_json::Value;
 
 use super::{ClientAuth, Credential, Credentials, Kind, percent_encode};
-use crate::outbound::HttpsClient;
+use crate::http_client::HttpsClient;
 use crate::secret::SecretString;
 
 /// How long one token request may take.
@@ -143,7 +143,7 @@ impl TokenManager {
             Kind::Oauth2 { refresh_token, .. } => refresh_token.clone(),
             _ => return None,
         };
-        let client = crate::outbound::https_client(None).ok()?;
+        let client = crate::http_client::https_client(None).ok()?;
         Some(Self {
             name: name.to_owned(),
             credentials,

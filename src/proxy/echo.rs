@@ -40,14 +40,14 @@ pub async fn respond(request: Request<Body>) -> Response<Body> {
     // in it: sensitive headers and any copy of the injected value are redacted.
     let injected = parts
         .extensions
-        .get::<crate::credentials::inject::InjectedValue>()
+        .get::<crate::extensions::InjectedValue>()
         .map(|i| i.0.expose().to_owned())
         .filter(|v| !v.is_empty());
     let redact = |text: &str| -> String {
         match &injected {
             Some(secret) => text
                 .replace(secret.as_str(), "[redacted]")
-                .replace(&crate::credentials::percent_encode(secret), "[redacted]"),
+                .replace(&crate::percent::encode(secret), "[redacted]"),
             None => text.to_owned(),
         }
     };

@@ -2,7 +2,7 @@
 //!
 //! [`ForwardHeadersLayer`] sits after auth in each route's stack (so a
 //! rejected request is never rewritten) and before the upstream client. It
-//! reads [`ConnectInfo`](crate::server::ConnectInfo) for the client address
+//! reads [`ConnectInfo`](crate::extensions::ConnectInfo) for the client address
 //! and whether the connection was TLS.
 
 use std::task::{Context, Poll};
@@ -12,7 +12,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use tower::{Layer, Service};
 
 use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
-use crate::server::ConnectInfo;
+use crate::extensions::{ConnectInfo, RequestAuthority};
 
 /// RFC 9110 §7.6.1 and the old proxy headers that are hop-by-hop in practice.
 const HOP_BY_HOP: [HeaderName; 8] = [
@@ -141,14 +141,11 @@ where
             .extensions()
             .get::<ExecutionKey>()
             .map(|k| k.header_value().clone());
-        // The router has checked the authority; a Host header is reused as it is.
-        let host = match crate::router::effective_host(&request) {
-            Ok(Some(_)) if request.uri().authority().is_none() => {
-                request.headers().get(header::HOST).cloned()
-            }
-            Ok(Some(authority)) => HeaderValue::from_str(authority).ok(),
-            _ => None,
-        };
+        // Checked, and worked out once, by the dispatcher.
+        let host = request
+            .extensions()
+            .get::<RequestAuthority>()
+            .map(|authority| authority.0.clone());
         // `TE: trailers` is the one TE an HTTP/2 upstream may get: gRPC needs it.
         let wants_trailers = self.http2_upstream
             && request

@@ -26,10 +26,10 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use tower::Service;
 
+use crate::access_log::UpstreamTiming;
 use crate::body::{self, Body, BodyTooLarge};
 use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
-use crate::observe::UpstreamTiming;
 
 pub use headers::ForwardHeadersLayer;
 use health::Targets;
@@ -60,7 +60,7 @@ pub struct ConnectionSettings {
 /// Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: crate::outbound::HttpsClient<Body>,
+    client: crate::http_client::HttpsClient<Body>,
     http2: bool,
 }
 
@@ -68,7 +68,7 @@ impl UpstreamClient {
     /// A client with `settings`, whose connection attempts give up after
     /// `connect_timeout`.
     pub fn new(connect_timeout: Duration, settings: &ConnectionSettings) -> Result<Self, String> {
-        let client = crate::outbound::client(&crate::outbound::ClientOptions {
+        let client = crate::http_client::client(&crate::http_client::ClientOptions {
             ca_file: settings.ca_file.as_deref(),
             server_name: settings.server_name.as_deref(),
             http2: settings.http2,
@@ -145,7 +145,7 @@ fn with_path_credential<'a, B>(
     }
     let credential = request
         .extensions()
-        .get::<crate::credentials::inject::PathCredential>()?;
+        .get::<crate::extensions::PathCredential>()?;
     let path = target
         .path()
         .replace(ENCODED_CREDENTIAL_PLACEHOLDER, credential.0.expose());

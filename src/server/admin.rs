@@ -3,9 +3,8 @@
 //! It runs on `server.admin_listen`, apart from client traffic, so it can be
 //! kept off the public network.
 
-use std::collections::BTreeSet;
 use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
@@ -20,37 +19,7 @@ use crate::credentials::{CredentialInput, Credentials};
 use crate::error::{json_error, json_response};
 use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
 use crate::metrics::Metrics;
-
-/// What `/readyz` waits for: a set of named conditions that parts of the
-/// gateway register at start-up and clear when met.
-#[derive(Clone, Debug, Default)]
-pub struct Readiness {
-    pending: Arc<Mutex<BTreeSet<String>>>,
-}
-
-impl Readiness {
-    /// Adds a condition that must be met before the gateway is ready.
-    pub fn wait_for(&self, what: impl Into<String>) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(what.into());
-        }
-    }
-
-    /// Marks a condition as met.
-    pub fn done(&self, what: &str) {
-        if let Ok(mut pending) = self.pending.lock() {
-            pending.remove(what);
-        }
-    }
-
-    /// The conditions not met yet; empty when ready.
-    pub fn waiting_for(&self) -> Vec<String> {
-        self.pending
-            .lock()
-            .map(|p| p.iter().cloned().collect())
-            .unwrap_or_else(|_| vec!["readiness state".into()])
-    }
-}
+use crate::readiness::Readiness;
 
 /// What the operator endpoints (`/admin/*`) need: they require a bearer
 /// token with the scope [`ADMIN_SCOPE`].

@@ -23,7 +23,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::task::AbortHandle;
 
 use super::StartError;
-use super::admin::{AdminAuth, Readiness};
+use super::admin::AdminAuth;
 use super::stack;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
@@ -31,11 +31,12 @@ use crate::auth::issue::TokenIssuer;
 use crate::auth::jwks::{TrustedIssuer, TrustedIssuerSettings};
 use crate::auth::login::{Endpoints, EndpointsConfig};
 use crate::auth::state::AuthState;
+use crate::body::HttpService;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnectionSettings, UpstreamClient};
-use crate::router::HttpService;
+use crate::readiness::Readiness;
 
 /// A trusted issuer kept across reloads: its settings, itself, its task.
 type HeldIssuer = (TrustedIssuerSettings, Arc<TrustedIssuer>, AbortHandle);
@@ -320,16 +321,15 @@ impl Persistent {
                 );
             }
         }
-        let shared = stack::Shared {
+        let parts = stack::Components {
             metrics: self.metrics.clone(),
             clients,
             authenticator: authenticator.clone(),
             audit: self.audit.clone(),
             endpoints,
             credentials: credentials.clone(),
-            max_body_bytes: config.server.max_body_bytes,
         };
-        let built = stack::build(config, &shared);
+        let built = stack::build(config, &parts);
         let tls = config
             .server
             .tls

@@ -11,8 +11,8 @@ pub mod admin;
 mod deadline;
 pub mod generation;
 pub mod limits;
+pub mod request_deadline;
 pub mod stack;
-pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,60 +31,13 @@ use tower::Service as _;
 use crate::audit::AuditLog;
 use crate::auth::state::{AuthState, InMemoryState};
 use crate::body;
-use crate::config::Config;
+use crate::body::HttpService;
+use crate::config::{Config, ServerSettings};
+use crate::extensions::ConnectInfo;
 use crate::metrics::Metrics;
-use crate::router::HttpService;
 use admin::Admin;
 use deadline::FirstByteDeadline;
 use generation::{Live, Persistent, Reloader};
-
-/// `[server]`, validated.
-#[derive(Clone, Debug)]
-pub struct ServerSettings {
-    /// The main listener: routes, login, JWKS.
-    pub listen: SocketAddr,
-    /// The admin listener: health, readiness, metrics.
-    pub admin_listen: SocketAddr,
-    /// How long in-flight requests may run after SIGTERM/SIGINT.
-    pub shutdown_grace: Duration,
-    /// The longest any upstream may take to answer (routes may set less).
-    pub request_timeout: Duration,
-    /// How long a client may take to send its request headers.
-    pub header_read_timeout: Duration,
-    /// How long connecting to an upstream may take.
-    pub connect_timeout: Duration,
-    /// The largest request header section accepted (431 above).
-    pub max_header_bytes: usize,
-    /// The largest request body accepted (413 above).
-    pub max_body_bytes: u64,
-    /// Reuse a valid inbound `X-Execution-Key`.
-    pub trust_execution_key_header: bool,
-    /// Open client connections beyond which new ones wait to be accepted.
-    pub max_connections: usize,
-    /// Concurrent streams per HTTP/2 connection.
-    pub max_concurrent_streams: u32,
-    /// `[server.tls]`: TLS on the main listener.
-    pub tls: Option<tls::TlsSettings>,
-}
-
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
-            shutdown_grace: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-            header_read_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(5),
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 10 * 1024 * 1024,
-            trust_execution_key_header: false,
-            max_connections: 10_000,
-            max_concurrent_streams: 128,
-            tls: None,
-        }
-    }
-}
 
 /// What [`Gateway::bind_with`] may be given besides the config.
 #[derive(Debug, Default)]
@@ -116,38 +69,10 @@ impl std::fmt::Debug for AuditWriter {
     }
 }
 
-/// Facts about the connection a request came on, in the request extensions.
-#[derive(Clone, Debug)]
-pub struct ConnectInfo {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// The listener's address.
-    pub local: SocketAddr,
-    /// Whether the connection is TLS.
-    pub tls: bool,
-    /// The client's IP address as text, made once per connection for
-    /// `X-Forwarded-For`.
-    pub remote_ip: http::HeaderValue,
-}
-
-impl ConnectInfo {
-    /// What is known of a connection from `remote` to `local`.
-    pub fn new(remote: SocketAddr, local: SocketAddr, tls: bool) -> Self {
-        let remote_ip = http::HeaderValue::try_from(remote.ip().to_string())
-            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
-        Self {
-            remote,
-            local,
-            tls,
-            remote_ip,
-        }
-    }
-}
-
 /// The service of one client connection. The generation in force is looked
 /// up per request, so a reload reaches keep-alive connections at their next
 /// request; its stack is cloned only when the generation has changed, not
-/// per request. Every stack is always ready (see [`crate::router`]), so it
+/// per request. Every stack is always ready (see [`crate::routes::dispatch`]), so it
 /// is called without `poll_ready`. Between requests the connection holds
 /// the stack it last used, so an old generation lives until its idle
 /// connections send another request or close.
@@ -255,7 +180,7 @@ impl Gateway {
 
     /// [`Gateway::bind`], with the parts an embedder or a test may supply.
     pub async fn bind_with(config: Config, options: StartOptions) -> Result<Gateway, StartError> {
-        crate::install_crypto_providers();
+        crate::crypto::install_providers();
         let metrics = Metrics::new(options.registry)?;
         let state: Arc<dyn AuthState> = options
             .auth_state

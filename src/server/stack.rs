@@ -1,35 +1,40 @@
 //! The composition root: the one place that knows the order of the layers.
 //!
-//! Read top to bottom, outermost first. The shared stack runs for every
-//! request; behind the router each route has its own stack, built here once
-//! (at start-up, and again on reload), never per request.
-
-use tower::util::{BoxCloneSyncService, Either};
-use tower::{Layer, ServiceBuilder};
+//! Read top to bottom, outermost first: [`build`] is the shared stack every
+//! request runs through, [`dispatcher`] the routes and built-in endpoints
+//! behind it, and [`route_stack`] one route's own layers down to the
+//! upstream. Everything is built here once (at start-up, and again on
+//! reload), never per request.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use http::{HeaderName, Request};
+use tower::ServiceBuilder;
+use tower::util::{BoxCloneSyncService, Either};
+
+use super::limits::RequestLimitsLayer;
+use super::request_deadline::{RequestDeadline, RequestDeadlineLayer};
+use crate::access_log::{AccessLogLayer, MatchedRoute};
 use crate::audit::AuditLog;
 use crate::auth::forward::ForwardClaimsLayer;
-use crate::auth::login::{Endpoint, Endpoints};
+use crate::auth::login::Endpoints;
 use crate::auth::{Authenticator, JwtAuthLayer};
+use crate::body::{Body, HttpService};
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::credentials::inject::InjectCredentialLayer;
-use crate::error::CatchPanicLayer;
-use crate::execution_key::ExecutionKeyLayer;
+use crate::error::{CatchPanicLayer, ErrorCode, GatewayError};
+use crate::execution_key::{ExecutionKey, ExecutionKeyLayer};
 use crate::metrics::Metrics;
-use crate::observe::{ObserveLayer, ObservedRoute};
 use crate::proxy::health::Targets;
 use crate::proxy::{ConnectionSettings, ForwardHeadersLayer, Proxy, Upstream, UpstreamClient};
-use crate::router::{HttpService, RouteEntry, Router};
-use crate::routes::{AuthMode, RouteSettings, RouteTable};
-use crate::server::limits::RequestLimitsLayer;
+use crate::routes::{AuthMode, Dispatcher, RouteEntry, RouteSettings};
 
 /// What the stacks are built from, besides the config.
 #[derive(Clone, Debug)]
-pub struct Shared {
+pub struct Components {
     /// Metric families.
     pub metrics: Metrics,
     /// Pooled upstream clients, by connection settings.
@@ -42,13 +47,11 @@ pub struct Shared {
     pub endpoints: Endpoints,
     /// Upstream credentials.
     pub credentials: Arc<Credentials>,
-    /// `server.max_body_bytes`, for body injection.
-    pub max_body_bytes: u64,
 }
 
 /// What [`build`] makes.
 #[derive(Debug)]
-pub struct Built {
+pub struct GatewayStack {
     /// The service that answers client requests.
     pub service: HttpService,
     /// The routes' active health checks.
@@ -57,160 +60,136 @@ pub struct Built {
     pub upstream_labels: Vec<(String, String)>,
 }
 
-/// Builds the service that answers client requests.
-pub fn build(config: &Config, shared: &Shared) -> Built {
-    let Shared {
-        metrics, endpoints, ..
-    } = shared;
-    // Every header any route fills from claims: no client may send one.
-    let mut names: Vec<http::HeaderName> = config
-        .routes
-        .iter()
-        .flat_map(|r| r.forward.claims.iter().map(|(name, _)| name.clone()))
-        .collect();
-    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-    names.dedup();
-    let claim_headers: Arc<[http::HeaderName]> = names.into();
-    let mut tasks = Vec::new();
-    let mut upstream_labels = Vec::new();
-    let routes = config
-        .routes
-        .iter()
-        .map(|route| {
-            let entry = RouteEntry {
-                observed: ObservedRoute {
-                    name: route.name.as_str().into(),
-                    metrics: metrics.for_route(&route.name),
-                },
-                service: route_stack(
-                    route,
-                    shared,
-                    &claim_headers,
-                    &mut tasks,
-                    &mut upstream_labels,
-                ),
-            };
-            (route.key.clone(), entry)
-        })
-        .collect();
-    let endpoint_entries: HashMap<Endpoint, RouteEntry> =
-        [Endpoint::Login, Endpoint::Revoke, Endpoint::Jwks]
-            .into_iter()
-            .map(|endpoint| {
-                let entry = RouteEntry {
-                    observed: ObservedRoute {
-                        name: endpoint.route_name().into(),
-                        metrics: metrics.for_route(endpoint.route_name()),
-                    },
-                    service: BoxCloneSyncService::new(endpoints.service(endpoint)),
-                };
-                (endpoint, entry)
-            })
-            .collect();
-    let router = Router::new(
-        RouteTable::new(routes),
-        endpoints.clone(),
-        endpoint_entries,
-        config.server.request_timeout,
-    );
+/// A route's stack, or a built-in endpoint, as the dispatcher holds it.
+type RouteService = RequestDeadline<HttpService>;
 
+/// Builds the service that answers client requests: the shared stack, outermost first.
+pub fn build(config: &Config, parts: &Components) -> GatewayStack {
+    let mut background = Background::default();
+    let dispatcher = dispatcher(config, parts, &mut background);
     let service = ServiceBuilder::new()
         // Outermost, so every response carries the key, rejections included.
         .layer(ExecutionKeyLayer::new(
             config.server.trust_execution_key_header,
         ))
         // Sees every request, so the access log and metrics count rejections too.
-        .layer(ObserveLayer::new(metrics.clone()))
-        // Inside the observers: a panic becomes a 500 that is logged and counted.
+        .layer(AccessLogLayer::new(parts.metrics.clone()))
+        // Inside the access log: a panic becomes a 500 that is logged and counted.
         .layer(CatchPanicLayer)
         // Cheap size checks before any path parsing or crypto.
         .layer(RequestLimitsLayer::new(
             config.server.max_header_bytes,
             config.server.max_body_bytes,
         ))
-        .service(router);
-    Built {
+        // Authority check, path normalisation, then the built-in endpoint or
+        // the route: 400, 404 and 405 are answered here.
+        .service(dispatcher);
+    GatewayStack {
         service: BoxCloneSyncService::new(service),
-        tasks,
-        upstream_labels,
+        tasks: background.tasks,
+        upstream_labels: background.upstream_labels,
     }
 }
 
-/// One route's stack: auth, then the header policy, then the upstream.
+/// What building the routes starts besides the stacks.
+#[derive(Default)]
+struct Background {
+    tasks: Vec<tokio::task::AbortHandle>,
+    upstream_labels: Vec<(String, String)>,
+}
+
+/// The built-in endpoints (by exact path) and the routes (by table).
+fn dispatcher(
+    config: &Config,
+    parts: &Components,
+    background: &mut Background,
+) -> Dispatcher<RouteService> {
+    let deadline = RequestDeadlineLayer::new(config.server.request_timeout);
+    let matched = |name: &str| MatchedRoute {
+        name: name.into(),
+        metrics: parts.metrics.for_route(name),
+    };
+    let builtin = parts
+        .endpoints
+        .paths()
+        .into_iter()
+        .map(|(path, endpoint)| {
+            let service = BoxCloneSyncService::new(parts.endpoints.service(endpoint));
+            let entry = RouteEntry {
+                observed: matched(endpoint.route_name()),
+                // The same deadline as a route's.
+                service: tower::Layer::layer(&deadline, service),
+            };
+            (path, entry)
+        })
+        .collect();
+    let claim_headers = claim_headers(config);
+    let routes = config
+        .routes
+        .iter()
+        .map(|route| {
+            let entry = RouteEntry {
+                observed: matched(&route.name),
+                service: route_stack(route, config, parts, &claim_headers, background),
+            };
+            (route.key.clone(), entry)
+        })
+        .collect();
+    Dispatcher::new(routes, builtin)
+}
+
+/// Every header any route fills from claims: no client may send one, on any route.
+fn claim_headers(config: &Config) -> Arc<[HeaderName]> {
+    let mut names: Vec<HeaderName> = config
+        .routes
+        .iter()
+        .flat_map(|r| r.forward.claims.iter().map(|(name, _)| name.clone()))
+        .collect();
+    names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    names.dedup();
+    names.into()
+}
+
+/// One route's stack, outermost first.
 fn route_stack(
     route: &RouteSettings,
-    shared: &Shared,
-    claim_headers: &Arc<[http::HeaderName]>,
-    tasks: &mut Vec<tokio::task::AbortHandle>,
-    upstream_labels: &mut Vec<(String, String)>,
-) -> HttpService {
-    let Shared {
-        metrics,
-        clients,
-        authenticator,
-        audit,
-        ..
-    } = shared;
-    let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
-    let client = match clients.get(&route.connection) {
-        Some(client) => client.clone(),
-        None => {
-            // The generation builds a client for every route's settings.
-            tracing::error!(route = %route.name, "no upstream client for the route's connection settings");
-            return BoxCloneSyncService::new(tower::service_fn(
-                |request: http::Request<crate::body::Body>| async move {
-                    let key = request
-                        .extensions()
-                        .get::<crate::execution_key::ExecutionKey>()
-                        .cloned();
-                    Ok::<_, std::convert::Infallible>(
-                        crate::error::GatewayError::new(
-                            crate::error::ErrorCode::Internal,
-                            "the route has no upstream client",
-                        )
-                        .into_response(key.as_ref()),
-                    )
-                },
-            ));
-        }
-    };
-    let targets = match &route.upstream {
-        Upstream::Echo => None,
-        Upstream::Http(uris) => {
-            let targets = Arc::new(Targets::new(
+    config: &Config,
+    parts: &Components,
+    claim_headers: &Arc<[HeaderName]>,
+    background: &mut Background,
+) -> RouteService {
+    // These two take their inner stack boxed; a route without them calls
+    // the next layer directly.
+    let jwt = (route.auth == AuthMode::Jwt).then(|| {
+        ServiceBuilder::new()
+            .layer(JwtAuthLayer::new(
+                parts.authenticator.clone(),
+                route.authz.clone(),
                 &route.name,
-                uris,
-                route.health.clone(),
-                &metrics.upstream_up,
-            ));
-            if route.health.path.is_some() {
-                tasks.push(
-                    tokio::spawn(targets.clone().check_forever(client.clone())).abort_handle(),
-                );
-            }
-            upstream_labels.extend(targets.labels(&route.name));
-            Some(targets)
-        }
-    };
-    let proxy = Proxy::new(targets, strip, route.timeout, client);
-    // Innermost, after the header policy: nothing after it can remove the
-    // credential, and nothing before it sees it.
-    // Without injection the proxy is called directly, not through a box.
-    let proxy = match &route.inject {
-        Some(inject) => Either::Left(BoxCloneSyncService::new(
-            InjectCredentialLayer::new(
+                parts.metrics.clone(),
+                parts.audit.clone(),
+            ))
+            .layer_fn(BoxCloneSyncService::new)
+    });
+    let inject = route.inject.as_ref().map(|inject| {
+        ServiceBuilder::new()
+            .layer(InjectCredentialLayer::new(
                 inject.clone(),
-                shared.credentials.clone(),
-                shared.max_body_bytes,
-            )
-            .layer(BoxCloneSyncService::new(proxy)),
-        )),
-        None => Either::Right(proxy),
-    };
-    let forward = ServiceBuilder::new()
+                parts.credentials.clone(),
+                config.server.max_body_bytes,
+            ))
+            .layer_fn(BoxCloneSyncService::new)
+    });
+    ServiceBuilder::new()
+        // Outermost: bounds everything the request waits for once routed.
+        .layer(RequestDeadlineLayer::new(config.server.request_timeout))
+        // Boxed once here: the dispatcher holds every route as one type.
+        .layer_fn(BoxCloneSyncService::new)
+        // 401/403 before anything is rewritten or reaches the upstream.
+        .option_layer(jwt)
         // Hop-by-hop headers out (with every header the client's Connection
-        // names), X-Forwarded-* and X-Execution-Key in. First, so a client
-        // cannot name the headers the next layers set.
+        // names), X-Forwarded-* and X-Execution-Key in. Before the claims and
+        // the credential, so a client cannot name the headers they set.
         .layer(ForwardHeadersLayer::new(route.connection.http2))
         // On every route, public ones too: client-sent copies of any route's
         // forwarded claim headers go, the route's claims come in, and the
@@ -219,19 +198,50 @@ fn route_stack(
             route.forward.clone(),
             claim_headers.clone(),
         ))
-        .service(proxy);
-    match route.auth {
-        // 401/403 before anything is rewritten or reaches the upstream.
-        AuthMode::Jwt => BoxCloneSyncService::new(
-            JwtAuthLayer::new(
-                authenticator.clone(),
-                route.authz.clone(),
+        // Innermost, after the header policy: nothing after it can remove
+        // the credential, and nothing before it sees it.
+        .option_layer(inject)
+        .service(upstream(route, parts, background))
+}
+
+/// The route's upstream: its targets (health-checked when configured)
+/// through the pooled client of its connection settings.
+fn upstream(
+    route: &RouteSettings,
+    parts: &Components,
+    background: &mut Background,
+) -> Either<Proxy, BoxCloneSyncService<Request<Body>, http::Response<Body>, Infallible>> {
+    let Some(client) = parts.clients.get(&route.connection).cloned() else {
+        // The generation builds a client for every route's settings.
+        tracing::error!(route = %route.name, "no upstream client for the route's connection settings");
+        return Either::Right(BoxCloneSyncService::new(tower::service_fn(
+            |request: Request<Body>| async move {
+                let key = request.extensions().get::<ExecutionKey>();
+                let error =
+                    GatewayError::new(ErrorCode::Internal, "the route has no upstream client");
+                Ok::<_, Infallible>(error.into_response(key))
+            },
+        )));
+    };
+    let targets = match &route.upstream {
+        Upstream::Echo => None,
+        Upstream::Http(uris) => {
+            let targets = Arc::new(Targets::new(
                 &route.name,
-                metrics.clone(),
-                audit.clone(),
-            )
-            .layer(BoxCloneSyncService::new(forward)),
-        ),
-        AuthMode::None => BoxCloneSyncService::new(forward),
-    }
+                uris,
+                route.health.clone(),
+                &parts.metrics.upstream_up,
+            ));
+            if route.health.path.is_some() {
+                let checks = tokio::spawn(targets.clone().check_forever(client.clone()));
+                background.tasks.push(checks.abort_handle());
+            }
+            background
+                .upstream_labels
+                .extend(targets.labels(&route.name));
+            Some(targets)
+        }
+    };
+    let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
+    Either::Left(Proxy::new(targets, strip, route.timeout, client))
 }

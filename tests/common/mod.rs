@@ -990,7 +990,7 @@ impl TestKey {
     /// `warden keygen` makes one.
     pub fn generate(kid: &str, alg: jsonwebtoken::Algorithm) -> Self {
         use jsonwebtoken::{Algorithm, EncodingKey};
-        warden::install_crypto_providers();
+        warden::crypto::install_providers();
         let der = warden::auth::keys::generate_der(alg).expect("generate a key");
         let (encoding, material) = match alg {
             Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {

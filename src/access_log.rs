@@ -1,14 +1,15 @@
 //! The access log and the request metrics, recorded when a response is done.
 //!
-//! [`ObserveLayer`] sits just inside the execution key layer, so it sees every
+//! [`AccessLogLayer`] sits just inside the execution key layer, so it sees every
 //! request, including the ones the gateway answers itself. It counts the
 //! bytes of both bodies (a request without a body is not wrapped: it logs
 //! `bytes_in` 0) and, when the response body ends (or is dropped),
 //! writes one access-log line and updates `warden_requests_total`,
 //! `warden_request_duration_seconds` and `warden_in_flight_requests`.
 //!
-//! It reads, from the response extensions, [`ObservedRoute`] (set by the
-//! router) and [`UpstreamTiming`] (set by the proxy). The path it logs is the
+//! It reads, from the response extensions, [`MatchedRoute`] (set by the
+//! dispatcher), [`UpstreamTiming`] (set by the proxy) and
+//! [`Fault`] (set on the gateway's own error answers, logged as `fault`). The path it logs is the
 //! request's path without the query string: queries may carry secrets.
 
 use std::pin::Pin;
@@ -24,12 +25,13 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::body::{self, Body, BoxError, ByteCount, Counted};
+use crate::error::Fault;
 use crate::execution_key::ExecutionKey;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
 
 /// The route that handled a request, as the observers label it.
 #[derive(Clone, Debug)]
-pub struct ObservedRoute {
+pub struct MatchedRoute {
     /// The route's name.
     pub name: Arc<str>,
     /// Its metric handles.
@@ -42,36 +44,36 @@ pub struct UpstreamTiming(pub Duration);
 
 /// Records the access log and request metrics.
 #[derive(Clone, Debug)]
-pub struct ObserveLayer {
+pub struct AccessLogLayer {
     metrics: Metrics,
 }
 
-impl ObserveLayer {
+impl AccessLogLayer {
     /// Records into `metrics`.
     pub fn new(metrics: Metrics) -> Self {
         Self { metrics }
     }
 }
 
-impl<S> Layer<S> for ObserveLayer {
-    type Service = Observe<S>;
+impl<S> Layer<S> for AccessLogLayer {
+    type Service = AccessLog<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Observe {
+        AccessLog {
             inner,
             metrics: self.metrics.clone(),
         }
     }
 }
 
-/// The service made by [`ObserveLayer`].
+/// The service made by [`AccessLogLayer`].
 #[derive(Clone, Debug)]
-pub struct Observe<S> {
+pub struct AccessLog<S> {
     inner: S,
     metrics: Metrics,
 }
 
-impl<S> Service<Request<Body>> for Observe<S>
+impl<S> Service<Request<Body>> for AccessLog<S>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = std::convert::Infallible>,
 {
@@ -120,6 +122,7 @@ where
             status: CLIENT_CLOSED_REQUEST,
             route: None,
             upstream: None,
+            fault: None,
             bytes_in,
             bytes_out: 0,
         }));
@@ -131,7 +134,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    /// The response future of [`Observe`]: hands the record to the response
+    /// The response future of [`AccessLog`]: hands the record to the response
     /// body, which records it when it ends.
     pub struct ResponseFuture<F> {
         #[pin]
@@ -152,8 +155,9 @@ where
         let (parts, inner) = response.into_parts();
         let record = this.pending.0.take().map(|mut record| {
             record.status = parts.status;
-            record.route = parts.extensions.get::<ObservedRoute>().cloned();
+            record.route = parts.extensions.get::<MatchedRoute>().cloned();
             record.upstream = parts.extensions.get::<UpstreamTiming>().map(|t| t.0);
+            record.fault = parts.extensions.get::<Fault>().copied();
             record
         });
         let body = body::boxed(RecordOnEnd { inner, record });
@@ -187,8 +191,10 @@ struct Record {
     method: Method,
     path: Box<str>,
     status: StatusCode,
-    route: Option<ObservedRoute>,
+    route: Option<MatchedRoute>,
     upstream: Option<Duration>,
+    /// Whose fault an error response was, when the gateway answered one.
+    fault: Option<Fault>,
     /// `None` when the request had no body.
     bytes_in: Option<ByteCount>,
     bytes_out: u64,
@@ -224,6 +230,7 @@ impl Record {
             status = self.status.as_u16(),
             duration_ms = elapsed.as_secs_f64() * 1000.0,
             upstream_ms = self.upstream.map(|u| u.as_secs_f64() * 1000.0),
+            fault = self.fault.map(Fault::as_str),
             bytes_in = self.bytes_in.as_ref().map_or(0, ByteCount::get),
             bytes_out = self.bytes_out,
             "request"

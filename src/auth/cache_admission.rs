@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Remembers which tokens were verified once already.
 #[derive(Debug)]
-pub struct Doorkeeper {
+pub struct CacheAdmission {
     slots: Box<[AtomicU64]>,
     mask: usize,
 }
 
-impl Doorkeeper {
-    /// A doorkeeper for a cache of `entries`: as many slots, rounded up to
+impl CacheAdmission {
+    /// The admission filter of a cache of `entries`: as many slots, rounded up to
     /// a power of two, between 1,024 and 1,048,576 (8 bytes each).
     pub fn new(entries: u64) -> Self {
         let wanted = usize::try_from(entries).unwrap_or(usize::MAX);
@@ -57,26 +57,26 @@ mod tests {
 
     #[test]
     fn a_token_is_admitted_from_its_second_verification_on() {
-        let doorkeeper = Doorkeeper::new(10_000);
+        let admission = CacheAdmission::new(10_000);
         let token = digest(1);
-        assert!(!doorkeeper.admit(&token));
-        assert!(doorkeeper.admit(&token));
-        assert!(doorkeeper.admit(&token));
+        assert!(!admission.admit(&token));
+        assert!(admission.admit(&token));
+        assert!(admission.admit(&token));
     }
 
     #[test]
     fn one_use_tokens_are_never_admitted() {
-        let doorkeeper = Doorkeeper::new(10_000);
+        let admission = CacheAdmission::new(10_000);
         let admitted = (0..=255)
-            .filter(|&seed| doorkeeper.admit(&digest(seed)))
+            .filter(|&seed| admission.admit(&digest(seed)))
             .count();
         assert_eq!(admitted, 0);
     }
 
     #[test]
     fn the_table_is_a_bounded_power_of_two() {
-        assert_eq!(Doorkeeper::new(0).slots.len(), 1024);
-        assert_eq!(Doorkeeper::new(10_000).slots.len(), 16_384);
-        assert_eq!(Doorkeeper::new(u64::MAX).slots.len(), 1 << 20);
+        assert_eq!(CacheAdmission::new(0).slots.len(), 1024);
+        assert_eq!(CacheAdmission::new(10_000).slots.len(), 16_384);
+        assert_eq!(CacheAdmission::new(u64::MAX).slots.len(), 1 << 20);
     }
 }

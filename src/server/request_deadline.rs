@@ -1,0 +1,129 @@
+//! The whole-request deadline: `server.request_timeout`.
+//!
+//! [`RequestDeadlineLayer`] sits outermost in every route's stack and in
+//! front of every built-in endpoint, so it bounds everything a request waits
+//! for once it is routed: verifying a token that needs a JWKS refetch,
+//! buffering a body for credential injection, the upstream. The upstream's
+//! own (shorter) timeout still answers first when it is the one that runs
+//! out. A request still unanswered at the deadline gets 504
+//! `upstream_timeout`, with its execution key.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use tower::{Layer, Service};
+
+use crate::body::Body;
+use crate::error::{ErrorCode, GatewayError};
+use crate::execution_key::ExecutionKey;
+
+/// Answers 504 when the inner service takes longer than the deadline.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestDeadlineLayer {
+    deadline: Duration,
+}
+
+impl RequestDeadlineLayer {
+    /// A deadline of `deadline` from the time the request is routed.
+    pub fn new(deadline: Duration) -> Self {
+        Self { deadline }
+    }
+}
+
+impl<S> Layer<S> for RequestDeadlineLayer {
+    type Service = RequestDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestDeadline {
+            inner,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// The service made by [`RequestDeadlineLayer`].
+#[derive(Clone, Debug)]
+pub struct RequestDeadline<S> {
+    inner: S,
+    deadline: Duration,
+}
+
+impl<S> Service<Request<Body>> for RequestDeadline<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = DeadlineFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let key = request.extensions().get::<ExecutionKey>().cloned();
+        DeadlineFuture {
+            inner: tokio::time::timeout(self.deadline, self.inner.call(request)),
+            key,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response of the inner service, or a 504 at the deadline.
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        inner: tokio::time::Timeout<F>,
+        key: Option<ExecutionKey>,
+    }
+}
+
+impl<F> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        Poll::Ready(Ok(match std::task::ready!(this.inner.poll(cx)) {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(_elapsed) => GatewayError::new(
+                ErrorCode::RequestTimeout,
+                "the request did not complete within request_timeout",
+            )
+            .into_response(this.key.as_ref()),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_past_the_deadline_is_answered_504_with_its_key() {
+        let slow = tower::service_fn(|_request: Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Infallible>(Response::new(crate::body::empty()))
+        });
+        let mut service = RequestDeadlineLayer::new(Duration::from_secs(1)).layer(slow);
+        let key = ExecutionKey::generate();
+        let mut request = Request::new(crate::body::empty());
+        request.extensions_mut().insert(key.clone());
+        let Ok(response) = service.call(request).await;
+        assert_eq!(response.status(), http::StatusCode::GATEWAY_TIMEOUT);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(json["error"], "upstream_timeout");
+        assert_eq!(json["execution_key"], key.as_str());
+    }
+}
