@@ -9,7 +9,7 @@ use std::sync::Arc;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use crate::auth::jwks::parse_jwks;
+use crate::auth::jwk::parse_jwks;
 use crate::auth::jwt::{self, IssuerPolicy, KeySet};
 use crate::auth::keys::{self, SUPPORTED_ALGORITHMS, alg_name, parse_algorithm};
 

@@ -22,7 +22,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use serde_json::{Value, json};
-use warden::auth::jwks::parse_jwks;
+use warden::auth::jwk::parse_jwks;
 use warden::auth::jwt::{self, IssuerPolicy, KeySet, Reason, VerifyingKey};
 use warden::auth::keys::parse_algorithm;
 use warden::cli::{self, VerifyWith};
@@ -796,11 +796,11 @@ fn a_jwks_rsa_key_with_the_roca_weakness_is_never_used() {
     let (group, case) = wycheproof_case(file, 7);
     let roca = &group["public"]["keys"][0];
     assert!(
-        warden::auth::jwks::has_roca_fingerprint(&b64(roca, "n")),
+        warden::auth::jwk::has_roca_fingerprint(&b64(roca, "n")),
         "tc 7's key is a ROCA key"
     );
     let (healthy, _) = wycheproof_case(file, 5);
-    assert!(!warden::auth::jwks::has_roca_fingerprint(&b64(
+    assert!(!warden::auth::jwk::has_roca_fingerprint(&b64(
         &healthy["public"]["keys"][0],
         "n"
     )));

@@ -26,7 +26,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
-use super::keys::parse_algorithm;
+use super::alg::parse_algorithm;
 
 /// Why a request was not let through. Each has a stable code, used in
 /// metrics, logs and audit events.

@@ -12,7 +12,6 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use aws_lc_rs::rand::SecureRandom;
 use aws_lc_rs::signature as lc_sig;
@@ -20,51 +19,7 @@ use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use zeroize::Zeroizing;
 
-/// The algorithms warden signs and verifies with (SPEC §2).
-pub const SUPPORTED_ALGORITHMS: &str =
-    "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA";
-
-/// Parses an algorithm name exactly as JOSE spells it; `none` is never one.
-pub fn parse_algorithm(name: &str) -> Option<Algorithm> {
-    Algorithm::from_str(name)
-        .ok()
-        .filter(|alg| alg_name(*alg) == name)
-}
-
-/// The JOSE name of an algorithm.
-pub fn alg_name(alg: Algorithm) -> &'static str {
-    match alg {
-        Algorithm::HS256 => "HS256",
-        Algorithm::HS384 => "HS384",
-        Algorithm::HS512 => "HS512",
-        Algorithm::RS256 => "RS256",
-        Algorithm::RS384 => "RS384",
-        Algorithm::RS512 => "RS512",
-        Algorithm::PS256 => "PS256",
-        Algorithm::PS384 => "PS384",
-        Algorithm::PS512 => "PS512",
-        Algorithm::ES256 => "ES256",
-        Algorithm::ES384 => "ES384",
-        Algorithm::EdDSA => "EdDSA",
-        // jsonwebtoken's enum is non-exhaustive; a new variant is unsupported
-        // until warden names it here.
-        _ => "unsupported",
-    }
-}
-
-/// Whether `alg` is an HMAC algorithm.
-pub fn is_hmac(alg: Algorithm) -> bool {
-    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
-}
-
-/// The shortest HS secret allowed for `alg`: the hash's output size.
-pub fn min_secret_len(alg: Algorithm) -> usize {
-    match alg {
-        Algorithm::HS384 => 48,
-        Algorithm::HS512 => 64,
-        _ => 32,
-    }
-}
+pub use super::alg::{SUPPORTED_ALGORITHMS, alg_name, is_hmac, min_secret_len, parse_algorithm};
 
 /// Where a key comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -274,7 +229,7 @@ pub fn public_from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<DecodingKey, St
             iss: String::new(),
             audiences: Vec::new(),
         });
-        return super::jwks::check_key(&jwk, &policy, &[alg]).map(|key| key.key);
+        return super::jwk::check_key(&jwk, &policy, &[alg]).map(|key| key.key);
     }
     let key = match alg {
         Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(bytes),

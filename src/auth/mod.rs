@@ -19,9 +19,11 @@
 //! `insufficient_scope` for a token that may not use the route; each carries
 //! the execution key and a reason code that metrics count.
 
+pub mod alg;
 mod cache_admission;
 pub mod forward;
 pub mod issue;
+pub mod jwk;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;

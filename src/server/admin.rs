@@ -11,35 +11,14 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
 use super::generation::{Live, Reloader};
-use crate::audit::AuditLog;
-use crate::auth::state::AuthState;
-use crate::auth::{Authenticator, Principal, Reason, Rejection, bearer_token, rejection_response};
+use super::operator::{ADMIN_SCOPE, AdminAuth};
+use crate::auth::{Principal, Reason, Rejection, bearer_token, rejection_response};
 use crate::body::{self, Body};
-use crate::credentials::{CredentialInput, Credentials};
+use crate::credentials::CredentialInput;
 use crate::error::{json_error, json_response};
 use crate::execution_key::{EXECUTION_KEY_HEADER, ExecutionKey};
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-
-/// What the operator endpoints (`/admin/*`) need: they require a bearer
-/// token with the scope [`ADMIN_SCOPE`].
-#[derive(Clone, Debug)]
-pub struct AdminAuth {
-    /// Verifies the operator's token.
-    pub authenticator: Arc<Authenticator>,
-    /// Where revocations go.
-    pub state: Arc<dyn AuthState>,
-    /// The audit log.
-    pub audit: AuditLog,
-    /// The gateway's own `iss`: only its own tokens may operate it, never a
-    /// trusted issuer's.
-    pub own_iss: Option<String>,
-    /// The upstream credentials the admin API manages.
-    pub credentials: Arc<Credentials>,
-}
-
-/// The scope an operator's token needs for `/admin/*`.
-pub const ADMIN_SCOPE: &str = "warden:admin";
 
 /// What an operator request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::task::AbortHandle;
 
 use super::StartError;
-use super::admin::AdminAuth;
+use super::operator::AdminAuth;
 use super::stack;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;

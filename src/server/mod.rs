@@ -11,6 +11,7 @@ pub mod admin;
 mod deadline;
 pub mod generation;
 pub mod limits;
+pub mod operator;
 pub mod request_deadline;
 pub mod stack;
 

@@ -1,0 +1,33 @@
+//! What the operator endpoints (`/admin/*`) are checked against, per
+//! generation.
+//!
+//! Each config generation carries its own [`AdminAuth`] (its authenticator,
+//! its `iss`, its credential store); the admin listener reads the one in
+//! force for every operator request.
+
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
+use crate::auth::Authenticator;
+use crate::auth::state::AuthState;
+use crate::credentials::Credentials;
+
+/// What the operator endpoints (`/admin/*`) need: they require a bearer
+/// token with the scope [`ADMIN_SCOPE`].
+#[derive(Clone, Debug)]
+pub struct AdminAuth {
+    /// Verifies the operator's token.
+    pub authenticator: Arc<Authenticator>,
+    /// Where revocations go.
+    pub state: Arc<dyn AuthState>,
+    /// The audit log.
+    pub audit: AuditLog,
+    /// The gateway's own `iss`: only its own tokens may operate it, never a
+    /// trusted issuer's.
+    pub own_iss: Option<String>,
+    /// The upstream credentials the admin API manages.
+    pub credentials: Arc<Credentials>,
+}
+
+/// The scope an operator's token needs for `/admin/*`.
+pub const ADMIN_SCOPE: &str = "warden:admin";
