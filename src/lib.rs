@@ -38,6 +38,9 @@ pub mod http_client;
 pub mod proxy;
 pub mod routes;
 
+// The observers of auth: they read the outcome auth leaves on a response.
+pub mod token_use;
+
 // Configuration, the server that runs it, the command line.
 pub mod cli;
 pub mod config;

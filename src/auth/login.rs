@@ -756,10 +756,9 @@ impl EndpointsInner {
         Ok((issued, method, sub))
     }
 
-    /// `POST {login.path}/revoke`, audited as a `token_use` like any
-    /// request that presents a token.
+    /// `POST {login.path}/revoke`. Its answer carries an [`AuthOutcome`](super::AuthOutcome),
+    /// so it is audited as a `token_use` like any request that presents a token.
     async fn revoke(&self, request: Request<Body>, key: Option<&ExecutionKey>) -> Response<Body> {
-        let started = std::time::Instant::now();
         let token = match super::bearer_token(request.headers()) {
             Ok(token) => token.to_owned(),
             Err(rejection) => return rejection_response(rejection, None, key),
@@ -773,18 +772,14 @@ impl EndpointsInner {
                     Some(rejection),
                 ),
             };
-        let usage = super::TokenUse {
-            route: Endpoint::Revoke.route_name(),
-            method: request.method(),
-            path: request.uri().path(),
-            client_ip: Self::client_ip(&request),
-            principal: principal.as_deref(),
-            status: response.status(),
-            reason: denied.map_or(super::Reason::MissingToken, |r| r.reason),
-            allowed: denied.is_none(),
-            started,
+        let mut response = response;
+        let outcome = match denied {
+            None => principal.map(super::AuthOutcome::allowed),
+            Some(rejection) => Some(super::AuthOutcome::denied(rejection.reason, principal)),
         };
-        usage.audit(&self.audit, key);
+        if let Some(outcome) = outcome {
+            response.extensions_mut().insert(outcome);
+        }
         response
     }
 

@@ -343,15 +343,14 @@ impl Admin {
             }
         };
         if denied.is_none_or(|r| r.reason != Reason::MissingToken) {
-            let usage = crate::auth::TokenUse {
+            let usage = crate::token_use::TokenUse {
                 route: action.route_name(),
                 method: &parts.method,
                 path: parts.uri.path(),
                 client_ip: None,
                 principal: principal.as_deref(),
                 status: response.status(),
-                reason: denied.map_or(Reason::MissingToken, |r| r.reason),
-                allowed: denied.is_none(),
+                denied: denied.map(|r| r.reason),
                 started,
             };
             usage.audit(&auth.audit, Some(&key));

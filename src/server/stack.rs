@@ -31,6 +31,7 @@ use crate::metrics::Metrics;
 use crate::proxy::health::Targets;
 use crate::proxy::{ConnectionSettings, ForwardHeadersLayer, Proxy, Upstream, UpstreamClient};
 use crate::routes::{AuthMode, Dispatcher, RouteEntry, RouteSettings};
+use crate::token_use::TokenUseLayer;
 
 /// What the stacks are built from, besides the config.
 #[derive(Clone, Debug)]
@@ -114,11 +115,19 @@ fn dispatcher(
         .paths()
         .into_iter()
         .map(|(path, endpoint)| {
-            let service = BoxCloneSyncService::new(parts.endpoints.service(endpoint));
+            let service = ServiceBuilder::new()
+                // The same deadline as a route's.
+                .layer(deadline)
+                .layer_fn(BoxCloneSyncService::new)
+                // Revocation leaves an auth outcome to audit, as a route does.
+                .layer(TokenUseLayer::for_endpoint(
+                    endpoint.route_name(),
+                    parts.audit.clone(),
+                ))
+                .service(parts.endpoints.service(endpoint));
             let entry = RouteEntry {
                 observed: matched(endpoint.route_name()),
-                // The same deadline as a route's.
-                service: tower::Layer::layer(&deadline, service),
+                service,
             };
             (path, entry)
         })
@@ -162,12 +171,16 @@ fn route_stack(
     // the next layer directly.
     let jwt = (route.auth == AuthMode::Jwt).then(|| {
         ServiceBuilder::new()
+            // Counts the decision and audits the token use, from the
+            // outcome the JWT layer leaves on every answer.
+            .layer(TokenUseLayer::for_route(
+                &route.name,
+                &parts.metrics,
+                parts.audit.clone(),
+            ))
             .layer(JwtAuthLayer::new(
                 parts.authenticator.clone(),
                 route.authz.clone(),
-                &route.name,
-                parts.metrics.clone(),
-                parts.audit.clone(),
             ))
             .layer_fn(BoxCloneSyncService::new)
     });

@@ -1,0 +1,212 @@
+//! The [`Authenticator`]: verifies a bearer token against the gateway's own
+//! keys and its trusted issuers, with a cache of verified tokens, and checks
+//! that it is not revoked.
+//!
+//! Shared by every jwt route, the revocation endpoint and the admin
+//! listener. Verification itself is the pure [`jwt::verify`]; this adds the
+//! cache (keyed by the token's SHA-256, admitted at a token's second
+//! verification, entries living no longer than the token nor 5 minutes), a
+//! JWKS refetch for an unknown `kid` of a trusted issuer, and the revocation
+//! lookup.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::IntCounter;
+
+use super::cache_admission::CacheAdmission;
+use super::jwks::TrustedIssuer;
+use super::jwt::{self, Principal, Reason, Rejection};
+use super::state::AuthState;
+use crate::clock::unix_now;
+use crate::metrics::Metrics;
+
+/// `[validation]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValidationSettings {
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway: Duration,
+    /// Longer tokens are refused before any parsing.
+    pub max_token_bytes: usize,
+    /// Entries in the verified-token cache.
+    pub cache_entries: u64,
+}
+
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        Self {
+            leeway: Duration::from_secs(30),
+            max_token_bytes: 8192,
+            // About 15 MiB at most: enough for the clients in flight, bounded
+            // when every request brings a new token.
+            cache_entries: 10_000,
+        }
+    }
+}
+
+/// The longest `validation.leeway` a config may set, in seconds.
+pub const MAX_LEEWAY_SECS: u64 = 300;
+
+/// The longest a verified token stays cached (less if it expires sooner),
+/// so a key removed from a JWKS stops working within this time.
+const MAX_CACHE_LIFETIME: Duration = Duration::from_secs(300);
+
+struct CacheExpiry;
+
+impl moka::Expiry<[u8; 32], Arc<Principal>> for CacheExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<Principal>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        let remaining = u64::try_from(value.exp.saturating_sub(unix_now())).unwrap_or(0);
+        Some(Duration::from_secs(remaining).min(MAX_CACHE_LIFETIME))
+    }
+}
+
+/// Verifies tokens against the gateway's keys and its trusted issuers,
+/// with a cache of verified tokens. Shared by every route.
+pub struct Authenticator {
+    state: Arc<dyn AuthState>,
+    own: Arc<jwt::KeySet>,
+    issuers: Vec<Arc<TrustedIssuer>>,
+    cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
+    /// Which verified tokens go into the cache.
+    admission: CacheAdmission,
+    leeway: i64,
+    max_token_bytes: usize,
+    cache_hit: IntCounter,
+    cache_miss: IntCounter,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("own_keys", &self.own.len())
+            .field("issuers", &self.issuers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator over `own` keys and `issuers`; `state` holds the
+    /// revoked token ids.
+    pub fn new(
+        own: jwt::KeySet,
+        issuers: Vec<Arc<TrustedIssuer>>,
+        state: Arc<dyn AuthState>,
+        settings: &ValidationSettings,
+        metrics: &Metrics,
+    ) -> Self {
+        Self {
+            state,
+            own: Arc::new(own),
+            issuers,
+            cache: moka::sync::Cache::builder()
+                .max_capacity(settings.cache_entries)
+                .expire_after(CacheExpiry)
+                .build(),
+            admission: CacheAdmission::new(settings.cache_entries),
+            leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
+            max_token_bytes: settings.max_token_bytes,
+            cache_hit: metrics.token_cache_requests.with_label_values(&["hit"]),
+            cache_miss: metrics.token_cache_requests.with_label_values(&["miss"]),
+        }
+    }
+
+    fn verify_now(&self, token: &str) -> Result<Principal, (Rejection, jwt::Unverified)> {
+        let guards: Vec<_> = self.issuers.iter().map(|i| i.keys()).collect();
+        let mut sets: Vec<&jwt::KeySet> = Vec::with_capacity(1 + guards.len());
+        sets.push(&self.own);
+        sets.extend(guards.iter().map(|g| &***g));
+        jwt::verify(token, &sets, unix_now(), self.leeway)
+    }
+
+    /// Verifies `token` (cache first) and checks that it is not revoked.
+    /// An unknown `kid` of a trusted issuer may trigger one refetch of its
+    /// JWKS, then one more try.
+    pub async fn authenticate(&self, token: &str) -> Result<Arc<Principal>, Rejection> {
+        self.authenticate_detailed(token).await.map_err(|(r, _)| r)
+    }
+
+    /// [`Authenticator::authenticate`], also returning the verified
+    /// principal of a token refused after verification (revoked), for the
+    /// audit log.
+    pub async fn authenticate_detailed(
+        &self,
+        token: &str,
+    ) -> Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)> {
+        let principal = self.verify(token).await?;
+        if principal
+            .jti
+            .as_deref()
+            .is_some_and(|jti| self.state.is_revoked(&principal.iss, jti))
+        {
+            let rejection = Rejection {
+                reason: Reason::TokenRevoked,
+                description: "token revoked",
+            };
+            return Err((rejection, Some(principal)));
+        }
+        Ok(principal)
+    }
+
+    /// The trusted issuer a token with an unknown `kid` claims to be from.
+    fn issuer_to_refetch(
+        &self,
+        unverified: &jwt::Unverified,
+    ) -> Option<(Arc<TrustedIssuer>, String)> {
+        let iss = unverified.iss.as_deref()?;
+        let kid = unverified.kid.clone()?;
+        for issuer in &self.issuers {
+            if issuer.iss() == iss {
+                return Some((issuer.clone(), kid));
+            }
+        }
+        None
+    }
+
+    /// Verifies `token`, cache first. On failure, also returns the signed
+    /// claims when the signature verified (for the audit log).
+    async fn verify(
+        &self,
+        token: &str,
+    ) -> Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)> {
+        if token.len() > self.max_token_bytes {
+            let rejection = Rejection {
+                reason: Reason::TokenTooLarge,
+                description: "token too large",
+            };
+            return Err((rejection, None));
+        }
+        let cache_key = crate::crypto::sha256(token.as_bytes());
+        if let Some(principal) = self.cache.get(&cache_key) {
+            self.cache_hit.inc();
+            return match principal.check_time(unix_now(), self.leeway) {
+                Ok(()) => Ok(principal),
+                Err(rejection) => Err((rejection, Some(principal))),
+            };
+        }
+        self.cache_miss.inc();
+        let signed = |(rejection, unverified): (Rejection, jwt::Unverified)| {
+            (rejection, unverified.signed.map(|p| Arc::new(*p)))
+        };
+        let verified = match self.verify_now(token) {
+            Err((rejection, unverified)) if rejection.reason == Reason::UnknownKid => {
+                match self.issuer_to_refetch(&unverified) {
+                    Some((issuer, kid)) if issuer.refetch_for_unknown_kid(&kid).await => {
+                        self.verify_now(token).map_err(signed)
+                    }
+                    _ => Err((rejection, None)),
+                }
+            }
+            other => other.map_err(signed),
+        };
+        let principal = Arc::new(verified?);
+        if self.admission.admit(&cache_key) {
+            self.cache.insert(cache_key, principal.clone());
+        }
+        Ok(principal)
+    }
+}
