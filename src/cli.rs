@@ -135,8 +135,7 @@ pub fn gen_api_key() -> Result<(String, String), String> {
         .fill(bytes.as_mut())
         .map_err(|_| "the system's random source failed".to_owned())?;
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref());
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let hex = crate::crypto::sha256_hex(key.as_bytes());
     Ok((key, format!("key_sha256 = \"{hex}\"")))
 }
 

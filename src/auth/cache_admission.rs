@@ -49,10 +49,7 @@ mod tests {
     use super::*;
 
     fn digest(seed: u8) -> [u8; 32] {
-        let hash = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[seed]);
-        let mut out = [0; 32];
-        out.copy_from_slice(hash.as_ref());
-        out
+        crate::crypto::sha256(&[seed])
     }
 
     #[test]

@@ -25,11 +25,12 @@ use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use tower::{Layer, Service};
 
-use super::{Credential, Credentials, Kind, Location, percent_encode};
+use super::{Credential, Credentials, Kind, Location};
 use crate::body::{self, Body, HttpService};
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
 use crate::extensions::{InjectedValue, PathCredential};
+use crate::percent::{self, form_decode};
 use crate::secret::SecretString;
 
 /// The largest request body kept for a retry after an upstream 401.
@@ -156,35 +157,9 @@ fn replace_query(query: Option<&str>, name: &str, value: &str) -> String {
             form_decode(key) != name.as_bytes()
         })
         .collect();
-    let added = format!("{}={}", percent_encode(name), percent_encode(value));
+    let added = format!("{}={}", percent::encode(name), percent::encode(value));
     pairs.push(&added);
     pairs.join("&")
-}
-
-/// A query-string component decoded: `%XX` escapes and `+` as a space.
-fn form_decode(text: &str) -> Vec<u8> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let decoded = text
-                    .get(i + 1..i + 3)
-                    .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-                if let Some(byte) = decoded {
-                    out.push(byte);
-                    i += 3;
-                    continue;
-                }
-                out.push(b'%');
-            }
-            other => out.push(other),
-        }
-        i += 1;
-    }
-    out
 }
 
 /// Writes `value` at `location` in `request`.
@@ -219,7 +194,7 @@ async fn apply(
         Location::Path => {
             parts
                 .extensions
-                .insert(PathCredential(SecretString::new(percent_encode(
+                .insert(PathCredential(SecretString::new(percent::encode(
                     value.expose(),
                 ))));
             body

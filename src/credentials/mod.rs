@@ -227,20 +227,6 @@ pub struct CredentialInput {
     pub body: Option<String>,
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters: for query
-/// values, path segments and form fields alike.
-pub(crate) fn percent_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 /// Checks an explicit location.
 pub fn location_of(
     header: Option<&str>,

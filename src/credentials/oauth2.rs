@@ -19,8 +19,9 @@ use http_body_util::Full;
 use prometheus::IntCounter;
 use serde_json::Value;
 
-use super::{ClientAuth, Credential, Credentials, Kind, percent_encode};
+use super::{ClientAuth, Credential, Credentials, Kind};
 use crate::http_client::HttpsClient;
+use crate::percent::{self, form_encode};
 use crate::secret::SecretString;
 
 /// How long one token request may take.
@@ -121,14 +122,6 @@ fn client_identity(kind: &Kind) -> Option<ClientIdentity<'_>> {
         }),
         _ => None,
     }
-}
-
-fn form_encode(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
-        .collect::<Vec<_>>()
-        .join("&")
 }
 
 impl TokenManager {
@@ -285,8 +278,8 @@ impl TokenManager {
             // RFC 6749 §2.3.1: both parts form-encoded before Basic.
             let pair = zeroize::Zeroizing::new(format!(
                 "{}:{}",
-                percent_encode(client_id),
-                percent_encode(client_secret.expose()),
+                percent::encode(client_id),
+                percent::encode(client_secret.expose()),
             ));
             let encoded = base64::engine::general_purpose::STANDARD.encode(pair.as_bytes());
             let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))

@@ -384,15 +384,6 @@ pub enum ReloadError {
     Build(StartError),
 }
 
-/// SHA-256 of a config text, as hex.
-pub fn sha256_hex(text: &[u8]) -> String {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl Reloader {
     /// A reloader of the config at `path`.
     pub fn new(
@@ -420,7 +411,7 @@ impl Reloader {
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let text = std::fs::read(&path).unwrap_or_default();
-            (crate::Config::load(&path), sha256_hex(&text))
+            (crate::Config::load(&path), crate::crypto::sha256_hex(&text))
         })
         .await;
         let (config, hash) = match loaded {

@@ -24,7 +24,7 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service as _;
@@ -199,7 +199,7 @@ impl Gateway {
             .config_path
             .as_ref()
             .and_then(|path| std::fs::read(path).ok())
-            .map(|text| generation::sha256_hex(&text))
+            .map(|text| crate::crypto::sha256_hex(&text))
             .unwrap_or_default();
         let live = Arc::new(Live::new(persistent.build(&config, hash)?));
         let settings = config.server.clone();
@@ -391,10 +391,7 @@ fn serve_tls_connection<S>(
             Ok(Ok(tls_stream)) => {
                 // The request must start as promptly after the handshake.
                 let io = FirstByteDeadline::new(tls_stream, timeout);
-                let connection = builder.serve_connection(TokioIo::new(io), service);
-                if let Err(err) = watcher.watch(connection).await {
-                    tracing::debug!(error = %err, "connection ended with an error");
-                }
+                drive(&builder, Some(watcher), io, service).await;
             }
             Ok(Err(err)) => tracing::debug!(error = %err, %remote, "TLS handshake failed"),
             Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -491,13 +488,31 @@ fn serve_connection<I, S>(
     let watcher = graceful.map(GracefulShutdown::watcher);
     tokio::spawn(async move {
         let _slot = slot;
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
-        let ended = match watcher {
-            Some(watcher) => watcher.watch(connection).await,
-            None => connection.await,
-        };
-        if let Err(err) = ended {
-            tracing::debug!(error = %err, "connection ended with an error");
-        }
+        drive(&builder, watcher, stream, service).await;
     });
+}
+
+/// Serves one connection, plain or TLS, to its end; with a `watcher`, a
+/// graceful shutdown lets its in-flight requests finish first.
+async fn drive<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Option<Watcher>,
+    io: I,
+    service: S,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let ended = match watcher {
+        Some(watcher) => watcher.watch(connection).await,
+        None => connection.await,
+    };
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
 }
