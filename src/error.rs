@@ -257,3 +257,42 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [ErrorCode; 9] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotFound,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::HeadersTooLarge,
+        ErrorCode::BadGateway,
+        ErrorCode::UpstreamTimeout,
+        ErrorCode::RequestTimeout,
+        ErrorCode::Internal,
+    ];
+
+    #[test]
+    fn whose_fault_it_is_decides_the_status_class() {
+        for code in ALL {
+            let status = code.status();
+            match code.fault() {
+                Fault::Client => assert!(status.is_client_error(), "{code:?}"),
+                Fault::Upstream => assert!(
+                    status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT,
+                    "{code:?}"
+                ),
+                Fault::Gateway => assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR),
+            }
+        }
+    }
+
+    #[test]
+    fn an_error_answer_carries_its_fault_for_the_access_log() {
+        let response = GatewayError::new(ErrorCode::RequestTimeout, "slow").into_response(None);
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(response.extensions().get::<Fault>(), Some(&Fault::Upstream));
+    }
+}
