@@ -7,8 +7,14 @@
 //!
 //! ```text
 //! accept → execution key → access log + metrics → catch panic → size limits
-//!   → router (normalise, match) → [auth] → header policy → upstream
+//!   → dispatcher (authority, normalise, match) → request deadline
+//!   → [token-use observer → JWT auth] → header policy → [credential] → upstream
 //! ```
+//!
+//! Modules are layered and import one way (`docs/architecture.md` has the
+//! map; `tests/architecture.rs` keeps it so): the leaves below are used by
+//! all, the request concerns use the leaves, and `config`, `server` and `cli`
+//! sit on top.
 //!
 //! [`config::Config`] is parsed once into typed settings;
 //! [`server::Gateway`] binds and serves it.
