@@ -1,5 +1,5 @@
 //! Criterion benchmarks of the whole in-process stack: one request through
-//! the service a connection calls (execution key, observers, limits, router,
+//! the service a connection calls (execution key, access log, limits, dispatcher,
 //! the route's stack, the pooled upstream client) to a hyper upstream on
 //! 127.0.0.1 in the same single-threaded runtime, and its response body read
 //! to the end. No client socket: what is left out is hyper's server side.
