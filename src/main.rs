@@ -330,7 +330,7 @@ fn hash_password() -> ExitCode {
             println!("{hash}");
             ExitCode::SUCCESS
         }
-        Err(err) => fail(&err),
+        Err(err) => fail(&err.to_string()),
     }
 }
 

@@ -1,0 +1,205 @@
+//! Reading a login request: which credentials it presents, and what it asks
+//! for.
+//!
+//! Credentials come from the API-key header (`login.api_key_header`) or,
+//! failing that, from `Authorization: Basic` (a user's password, or a client
+//! id and key for client credentials). The body, at most 64 KiB, is empty, a
+//! JSON object with an optional `scope`, or an
+//! `application/x-www-form-urlencoded` form with `grant_type` and `scope`
+//! (RFC 6749 §4.4). The only grant taken is `client_credentials`.
+//!
+//! Produces the 400 `invalid_request` / `unsupported_grant_type` and
+//! 401 `invalid_client` failures of a malformed request, as [`Failure`]s.
+//! Reads the [`ConnectInfo`] extension for the client's address.
+
+use std::net::IpAddr;
+
+use base64::Engine;
+use http::{HeaderMap, HeaderName, Request, header};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::response::Failure;
+use crate::body::{self, Body};
+use crate::extensions::ConnectInfo;
+use crate::percent::form_fields;
+
+/// The largest login request body read.
+const MAX_LOGIN_BODY: usize = 64 * 1024;
+
+/// The client's credentials, as presented.
+pub(super) enum Presented {
+    ApiKey(Zeroizing<Vec<u8>>),
+    Basic {
+        user: String,
+        secret: Zeroizing<String>,
+    },
+    None,
+}
+
+/// A login request, read and checked for form.
+pub(super) struct LoginRequest {
+    pub(super) presented: Presented,
+    /// `grant_type=client_credentials` was given (no other grant gets here).
+    pub(super) client_credentials: bool,
+    /// The `scope` asked for, space-separated.
+    pub(super) scope: Option<String>,
+}
+
+/// The client's address, from the connection.
+pub(super) fn client_ip<B>(request: &Request<B>) -> Option<IpAddr> {
+    request
+        .extensions()
+        .get::<ConnectInfo>()
+        .map(|c| c.remote.ip())
+}
+
+/// Reads `request`'s credentials and body. A malformed `Authorization`
+/// fails before the body is read.
+pub(super) async fn read(
+    request: Request<Body>,
+    api_key_header: &HeaderName,
+) -> Result<LoginRequest, Failure> {
+    let (parts, body) = request.into_parts();
+    let presented = match parts.headers.get(api_key_header) {
+        Some(value) => Presented::ApiKey(Zeroizing::new(value.as_bytes().to_vec())),
+        None => match basic_credentials(&parts.headers)? {
+            Some((user, secret)) => Presented::Basic { user, secret },
+            None => Presented::None,
+        },
+    };
+    let body = body::read_to_limit(body, MAX_LOGIN_BODY)
+        .await
+        .map_err(|_| {
+            Failure::bad_request("invalid_request", "the request body could not be read")
+        })?;
+    let (grant_type, scope) = body_fields(media_type(&parts.headers).as_deref(), &body)?;
+    let client_credentials = match grant_type.as_deref() {
+        None => false,
+        Some("client_credentials") => true,
+        Some(_) => {
+            return Err(Failure::bad_request(
+                "unsupported_grant_type",
+                "only the client_credentials grant is supported",
+            ));
+        }
+    };
+    Ok(LoginRequest {
+        presented,
+        client_credentials,
+        scope,
+    })
+}
+
+/// The user (or client id) and secret of `Authorization: Basic`, if the
+/// header is there.
+fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, Zeroizing<String>)>, Failure> {
+    let malformed = || Failure::invalid_client("malformed_credentials", None);
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Failure::bad_request(
+            "invalid_request",
+            "more than one Authorization header",
+        ));
+    }
+    let text = value.to_str().map_err(|_| malformed())?;
+    let Some((scheme, encoded)) = text.split_once(' ') else {
+        return Err(malformed());
+    };
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(Failure::invalid_client("unsupported_scheme", None));
+    }
+    let decoded = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|_| malformed())?,
+    );
+    let text = std::str::from_utf8(&decoded).map_err(|_| malformed())?;
+    let (user, secret) = text.split_once(':').ok_or_else(malformed)?;
+    Ok(Some((user.to_owned(), Zeroizing::new(secret.to_owned()))))
+}
+
+/// The media type of `Content-Type`, lowercased and without parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// `grant_type` and `scope` of a body of `media_type`. A body without a
+/// media type is read as JSON, since clients that send one rarely label it.
+fn body_fields(
+    media_type: Option<&str>,
+    body: &[u8],
+) -> Result<(Option<String>, Option<String>), Failure> {
+    match media_type {
+        Some("application/x-www-form-urlencoded") => {
+            let fields = form_fields(body);
+            let get = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+            };
+            Ok((get("grant_type"), get("scope")))
+        }
+        _ if body.is_empty() => Ok((None, None)),
+        Some("application/json") | None => match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(map)) => match map.get("scope") {
+                None => Ok((None, None)),
+                Some(Value::String(s)) => Ok((None, Some(s.clone()))),
+                Some(_) => Err(Failure::bad_request(
+                    "invalid_request",
+                    "scope must be a string",
+                )),
+            },
+            _ => Err(Failure::bad_request(
+                "invalid_request",
+                "the body must be a JSON object or a form",
+            )),
+        },
+        Some(_) => Err(Failure::bad_request(
+            "invalid_request",
+            "unsupported content type",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_body_gives_its_grant_type_and_scope() {
+        let fields = body_fields(
+            Some("application/x-www-form-urlencoded"),
+            b"grant_type=client_credentials&scope=orders%3Aread+orders%3Awrite",
+        );
+        assert_eq!(
+            fields.ok(),
+            Some((
+                Some("client_credentials".to_owned()),
+                Some("orders:read orders:write".to_owned())
+            ))
+        );
+    }
+
+    #[test]
+    fn a_json_scope_that_is_not_a_string_is_an_invalid_request() {
+        let failure = body_fields(None, br#"{"scope": 1}"#).err();
+        assert_eq!(
+            failure.map(|f| (f.error, f.description)),
+            Some(("invalid_request", "scope must be a string"))
+        );
+    }
+}
