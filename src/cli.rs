@@ -3,15 +3,94 @@
 //! Each returns its output as a value, and `main.rs` prints it, so tests can
 //! run the commands without a process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
+use crate::auth::alg::{SUPPORTED_ALGORITHMS, alg_name, parse_algorithm};
+use crate::auth::issue::IssueError;
 use crate::auth::jwk::parse_jwks;
 use crate::auth::jwt::{self, IssuerPolicy, KeySet};
-use crate::auth::keys::{self, SUPPORTED_ALGORITHMS, alg_name, parse_algorithm};
+use crate::auth::keys::{self, KeyError};
+use crate::credentials::store::StoreError;
+
+/// Why an operator command failed; its text is printed to the operator as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// An algorithm name warden does not sign or verify with.
+    #[error("{0:?} is not a supported algorithm; use one of {SUPPORTED_ALGORITHMS}")]
+    UnknownAlgorithm(String),
+    /// A file that could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key file that cannot be used, and how to fix it.
+    #[error("{0} ({fix})", fix = .0.fix)]
+    KeyFile(KeyError),
+    /// A key that could not be made.
+    #[error("{0}")]
+    Keygen(KeyError),
+    /// The system's random source failed.
+    #[error("the system's random source failed")]
+    Random,
+    /// A private key needs somewhere to go.
+    #[error("give --out FILE for the private key")]
+    NoOutFile,
+    /// A directory that could not be made.
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A private key file that could not be created (it is never overwritten).
+    #[error("cannot create {} (it must not exist yet): {source}", path.display())]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file that could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config lacks what the command needs.
+    #[error("the config has no {0}")]
+    NotConfigured(&'static str),
+    /// `issuer.signing_kid` names no key.
+    #[error("no [[keys]] entry has kid {0:?}")]
+    UnknownKid(String),
+    /// The signing key holds no private half.
+    #[error("the signing key cannot sign")]
+    CannotSign,
+    /// Signing failed.
+    #[error(transparent)]
+    Issue(#[from] IssueError),
+    /// The credential store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Not a credential name.
+    #[error("{0:?} is not a credential name (1-64 of letters, digits, '-', '_', '.')")]
+    CredentialName(String),
+    /// A credential as given is incomplete or inconsistent.
+    #[error("{0}")]
+    Credential(String),
+    /// No credential of that name is stored.
+    #[error("no credential named {0:?}")]
+    NoSuchCredential(String),
+}
 
 /// The keys `warden verify` checks a token with.
 #[derive(Debug)]
@@ -42,14 +121,16 @@ fn decoded(segment: &str) -> Value {
 
 /// Checks one compact JWS's signature (claims are shown, not judged), for
 /// operators debugging a token and for the standard JOSE vectors.
-pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String> {
+pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, CliError> {
     crate::crypto::install_providers();
     let token = token.trim();
     let mut single_key = None;
     let set = match with {
         VerifyWith::Jwks(path) => {
-            let bytes =
-                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let bytes = std::fs::read(path).map_err(|source| CliError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
             let policy = Arc::new(IssuerPolicy {
                 iss: String::new(),
                 audiences: Vec::new(),
@@ -65,11 +146,9 @@ pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String>
             set
         }
         VerifyWith::Key(path, alg) => {
-            let alg = parse_algorithm(alg).ok_or_else(|| {
-                format!("{alg:?} is not a supported algorithm; use one of {SUPPORTED_ALGORITHMS}")
-            })?;
-            let key =
-                keys::verifier_from_file(alg, path).map_err(|e| format!("{e} ({})", e.fix))?;
+            let alg =
+                parse_algorithm(alg).ok_or_else(|| CliError::UnknownAlgorithm(alg.to_owned()))?;
+            let key = keys::verifier_from_file(alg, path).map_err(CliError::KeyFile)?;
             // One key given: it is the key, whatever kid the token names.
             single_key = Some((key, alg));
             KeySet::default()
@@ -127,13 +206,13 @@ pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, String>
 }
 
 /// A new random API key and the config line with its SHA-256.
-pub fn gen_api_key() -> Result<(String, String), String> {
+pub fn gen_api_key() -> Result<(String, String), CliError> {
     use aws_lc_rs::rand::SecureRandom;
     use base64::Engine;
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     aws_lc_rs::rand::SystemRandom::new()
         .fill(bytes.as_mut())
-        .map_err(|_| "the system's random source failed".to_owned())?;
+        .map_err(|_| CliError::Random)?;
     let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes.as_ref());
     let hex = crate::crypto::sha256_hex(key.as_bytes());
     Ok((key, format!("key_sha256 = \"{hex}\"")))
@@ -151,12 +230,10 @@ pub enum Generated {
 /// Makes a new key for `alg`: asymmetric keys go to `out` as PKCS#8 PEM
 /// (never over an existing file); HS secrets are returned to print, or
 /// written to `out` for `secret_file`.
-pub fn keygen(alg: &str, out: Option<&Path>) -> Result<Generated, String> {
+pub fn keygen(alg: &str, out: Option<&Path>) -> Result<Generated, CliError> {
     use base64::Engine;
-    let alg = parse_algorithm(alg).ok_or_else(|| {
-        format!("{alg:?} is not a supported algorithm; use one of {SUPPORTED_ALGORITHMS}")
-    })?;
-    let der = keys::generate_der(alg).map_err(|e| e.to_string())?;
+    let alg = parse_algorithm(alg).ok_or_else(|| CliError::UnknownAlgorithm(alg.to_owned()))?;
+    let der = keys::generate_der(alg).map_err(CliError::Keygen)?;
     let text = if keys::is_hmac(alg) {
         // 64 random bytes as base64url: 86 printable bytes, more than any HS hash needs.
         zeroize::Zeroizing::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&*der))
@@ -165,7 +242,7 @@ pub fn keygen(alg: &str, out: Option<&Path>) -> Result<Generated, String> {
     };
     match out {
         None if keys::is_hmac(alg) => Ok(Generated::Secret(text)),
-        None => Err("give --out FILE for the private key".into()),
+        None => Err(CliError::NoOutFile),
         Some(path) => {
             write_private_file(path, text.as_bytes())?;
             Ok(Generated::KeyFile(path.to_owned()))
@@ -173,27 +250,30 @@ pub fn keygen(alg: &str, out: Option<&Path>) -> Result<Generated, String> {
     }
 }
 
-fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+fn write_private_file(path: &Path, bytes: &[u8]) -> Result<(), CliError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|source| CliError::CreateDir {
+            path: parent.to_owned(),
+            source,
+        })?;
     }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| {
-            format!(
-                "cannot create {} (it must not exist yet): {e}",
-                path.display()
-            )
+        .map_err(|source| CliError::CreateFile {
+            path: path.to_owned(),
+            source,
         })?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .map_err(|source| CliError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Signs a token offline with the config's signing key (`warden token`).
@@ -202,25 +282,27 @@ pub fn token(
     sub: &str,
     scope: &str,
     ttl: Option<std::time::Duration>,
-) -> Result<String, String> {
+) -> Result<String, CliError> {
     crate::crypto::install_providers();
-    let settings = config.issuer.as_ref().ok_or("the config has no [issuer]")?;
+    let settings = config
+        .issuer
+        .as_ref()
+        .ok_or(CliError::NotConfigured("[issuer]"))?;
     let kid = settings
         .signing_kid
         .as_ref()
-        .ok_or("the config has no issuer.signing_kid")?;
+        .ok_or(CliError::NotConfigured("issuer.signing_kid"))?;
     let key = config
         .keys
         .iter()
         .find(|k| &k.kid == kid)
-        .ok_or_else(|| format!("no [[keys]] entry has kid {kid:?}"))?;
+        .ok_or_else(|| CliError::UnknownKid(kid.clone()))?;
     if key.ephemeral {
         eprintln!(
             "warning: key {kid:?} is generated at start-up, so a running gateway holds another key and will refuse this token"
         );
     }
-    let issuer =
-        crate::auth::issue::TokenIssuer::new(settings, key).ok_or("the signing key cannot sign")?;
+    let issuer = crate::auth::issue::TokenIssuer::new(settings, key).ok_or(CliError::CannotSign)?;
     let scopes: Vec<String> = scope.split_ascii_whitespace().map(str::to_owned).collect();
     let grant = crate::auth::issue::Grant {
         sub,
@@ -231,34 +313,32 @@ pub fn token(
     issuer
         .issue(&grant)
         .map(|issued| issued.token)
-        .map_err(|e| e.to_string())
+        .map_err(CliError::from)
 }
 
 /// The store of `config`'s `[credentials]`, opened with its master key.
 pub fn credential_store(
     config: &crate::Config,
-) -> Result<crate::credentials::store::Store, String> {
+) -> Result<crate::credentials::store::Store, CliError> {
     use crate::credentials::store::{MasterKey, Store};
     let settings = config
         .credentials
         .as_ref()
-        .ok_or("the config has no [credentials] section")?;
-    let key = MasterKey::load(&settings.master_key).map_err(|e| e.to_string())?;
+        .ok_or(CliError::NotConfigured("[credentials] section"))?;
+    let key = MasterKey::load(&settings.master_key)?;
     Ok(Store::new(settings.store.clone(), key))
 }
 
 /// `warden credentials init`: creates an empty store under a new master
 /// key and returns the key's base64, to be shown once.
-pub fn credentials_init(config: &crate::Config) -> Result<zeroize::Zeroizing<String>, String> {
+pub fn credentials_init(config: &crate::Config) -> Result<zeroize::Zeroizing<String>, CliError> {
     use crate::credentials::store::{MasterKey, Store};
     let settings = config
         .credentials
         .as_ref()
-        .ok_or("the config has no [credentials] section")?;
-    let key = MasterKey::generate().map_err(|e| e.to_string())?;
-    Store::new(settings.store.clone(), key.clone())
-        .create()
-        .map_err(|e| e.to_string())?;
+        .ok_or(CliError::NotConfigured("[credentials] section"))?;
+    let key = MasterKey::generate()?;
+    Store::new(settings.store.clone(), key.clone()).create()?;
     Ok(key.to_base64())
 }
 
@@ -267,31 +347,24 @@ pub fn credentials_set(
     config: &crate::Config,
     name: &str,
     input: crate::credentials::CredentialInput,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, CliError> {
     if !crate::server::admin::is_credential_name(name) {
-        return Err(format!(
-            "{name:?} is not a credential name (1-64 of letters, digits, '-', '_', '.')"
-        ));
+        return Err(CliError::CredentialName(name.to_owned()));
     }
     let store = credential_store(config)?;
-    let existing = store
-        .read()
-        .map_err(|e| e.to_string())?
-        .credentials
-        .get(name)
-        .cloned();
-    let credential = input.build(existing.as_ref())?;
+    let existing = store.read()?.credentials.get(name).cloned();
+    let credential = input
+        .build(existing.as_ref())
+        .map_err(CliError::Credential)?;
     let summary = credential.summary(name);
-    store
-        .update(|contents| contents.credentials.insert(name.to_owned(), credential))
-        .map_err(|e| e.to_string())?;
+    store.update(|contents| contents.credentials.insert(name.to_owned(), credential))?;
     Ok(summary)
 }
 
 /// `warden credentials list`: one line per credential, never a secret.
-pub fn credentials_list(config: &crate::Config) -> Result<String, String> {
+pub fn credentials_list(config: &crate::Config) -> Result<String, CliError> {
     let store = credential_store(config)?;
-    let contents = store.read().map_err(|e| e.to_string())?;
+    let contents = store.read()?;
     let mut out = format!(
         "{:<24} {:<8} {:<28} {:<20} {:<20}\n",
         "NAME", "KIND", "LOCATION", "CREATED", "UPDATED"
@@ -318,22 +391,20 @@ pub fn credentials_list(config: &crate::Config) -> Result<String, String> {
 }
 
 /// `warden credentials remove`.
-pub fn credentials_remove(config: &crate::Config, name: &str) -> Result<(), String> {
+pub fn credentials_remove(config: &crate::Config, name: &str) -> Result<(), CliError> {
     let store = credential_store(config)?;
-    let removed = store
-        .update(|contents| contents.credentials.remove(name))
-        .map_err(|e| e.to_string())?;
+    let removed = store.update(|contents| contents.credentials.remove(name))?;
     removed
         .map(|_| ())
-        .ok_or_else(|| format!("no credential named {name:?}"))
+        .ok_or_else(|| CliError::NoSuchCredential(name.to_owned()))
 }
 
 /// `warden credentials rotate-master-key`: re-encrypts the store under a
 /// new key and returns its base64, to be shown once.
-pub fn credentials_rotate(config: &crate::Config) -> Result<zeroize::Zeroizing<String>, String> {
+pub fn credentials_rotate(config: &crate::Config) -> Result<zeroize::Zeroizing<String>, CliError> {
     use crate::credentials::store::MasterKey;
     let store = credential_store(config)?;
-    let key = MasterKey::generate().map_err(|e| e.to_string())?;
-    store.rotate(key.clone()).map_err(|e| e.to_string())?;
+    let key = MasterKey::generate()?;
+    store.rotate(key.clone())?;
     Ok(key.to_base64())
 }

@@ -187,12 +187,12 @@ fn main() -> ExitCode {
 }
 
 /// Reads secret lines from stdin: prompted without echo on a terminal.
-fn read_secrets(prompts: &[&str]) -> Result<Vec<zeroize::Zeroizing<String>>, String> {
+fn read_secrets(prompts: &[&str]) -> std::io::Result<Vec<zeroize::Zeroizing<String>>> {
     use std::io::{BufRead, IsTerminal};
     let mut lines = Vec::new();
     if std::io::stdin().is_terminal() {
         for prompt in prompts {
-            let line = rpassword::prompt_password(prompt).map_err(|e| e.to_string())?;
+            let line = rpassword::prompt_password(prompt)?;
             lines.push(zeroize::Zeroizing::new(line));
         }
     } else {
@@ -200,7 +200,7 @@ fn read_secrets(prompts: &[&str]) -> Result<Vec<zeroize::Zeroizing<String>>, Str
         let mut input = stdin.lock();
         for _ in prompts {
             let mut line = zeroize::Zeroizing::new(String::new());
-            input.read_line(&mut line).map_err(|e| e.to_string())?;
+            input.read_line(&mut line)?;
             let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
             lines.push(zeroize::Zeroizing::new(trimmed));
         }
@@ -248,7 +248,7 @@ fn credentials(config: &warden::Config, action: CredentialsCommand) -> ExitCode 
             }
             let secrets = match read_secrets(&prompts) {
                 Ok(secrets) => secrets,
-                Err(err) => return fail(&format!("cannot read the secret: {err}")),
+                Err(err) => return fail(format!("cannot read the secret: {err}")),
             };
             let mut param_map = std::collections::BTreeMap::new();
             for param in params {
@@ -256,14 +256,14 @@ fn credentials(config: &warden::Config, action: CredentialsCommand) -> ExitCode 
                     Some((k, v)) if !k.is_empty() => {
                         param_map.insert(k.to_owned(), v.to_owned());
                     }
-                    _ => return fail(&format!("--param {param:?} is not k=v")),
+                    _ => return fail(format!("--param {param:?} is not k=v")),
                 }
             }
             let client_auth = match client_auth.as_deref() {
                 None => None,
                 Some("basic") => Some(ClientAuth::Basic),
                 Some("form") => Some(ClientAuth::Form),
-                Some(other) => return fail(&format!("--client-auth {other:?}: use basic or form")),
+                Some(other) => return fail(format!("--client-auth {other:?}: use basic or form")),
             };
             let input = CredentialInput {
                 kind,
@@ -299,7 +299,7 @@ fn credentials(config: &warden::Config, action: CredentialsCommand) -> ExitCode 
     }
 }
 
-fn fail(message: &str) -> ExitCode {
+fn fail(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("warden: {message}");
     ExitCode::from(1)
 }
@@ -330,7 +330,7 @@ fn hash_password() -> ExitCode {
             println!("{hash}");
             ExitCode::SUCCESS
         }
-        Err(err) => fail(&err.to_string()),
+        Err(err) => fail(err),
     }
 }
 

@@ -97,7 +97,9 @@ fn public_jwk(jwk: &Value) -> Value {
 /// `Err` when the command refuses the key or the algorithm.
 fn verify_with_key(token: &str, jwk: &Value, alg: &str) -> Result<bool, String> {
     let file = TempFile::new(jwk.to_string().as_bytes());
-    cli::verify(token, VerifyWith::Key(&file.0, alg)).map(|report| report.valid)
+    cli::verify(token, VerifyWith::Key(&file.0, alg))
+        .map(|report| report.valid)
+        .map_err(|err| err.to_string())
 }
 
 /// `warden verify --jwks FILE`: whether the signature verifies.
