@@ -87,22 +87,24 @@ pub struct InjectCredential {
 }
 
 /// Why a request could not get its credential.
-enum Failure {
+enum InjectionFailure {
     Unavailable(&'static str),
     BadBody(&'static str),
     TooLarge,
 }
 
-fn failure_response(failure: Failure, key: Option<&ExecutionKey>) -> Response<Body> {
+fn failure_response(failure: InjectionFailure, key: Option<&ExecutionKey>) -> Response<Body> {
     match failure {
-        Failure::Unavailable(why) => json_error(
+        InjectionFailure::Unavailable(why) => json_error(
             StatusCode::BAD_GATEWAY,
             "upstream_credential_unavailable",
             why,
             key,
         ),
-        Failure::BadBody(why) => json_error(StatusCode::BAD_REQUEST, "invalid_request", why, key),
-        Failure::TooLarge => json_error(
+        InjectionFailure::BadBody(why) => {
+            json_error(StatusCode::BAD_REQUEST, "invalid_request", why, key)
+        }
+        InjectionFailure::TooLarge => json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             "the request body is larger than the gateway accepts",
@@ -168,16 +170,18 @@ async fn apply(
     location: &Location,
     value: &SecretString,
     max_body: usize,
-) -> Result<Request<Body>, Failure> {
+) -> Result<Request<Body>, InjectionFailure> {
     let (mut parts, body) = request.into_parts();
     parts.headers.remove(header::AUTHORIZATION);
     parts.extensions.insert(InjectedValue(value.clone()));
     let body = match location {
         Location::Header(name) => {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| Failure::Unavailable("the credential's header name is invalid"))?;
-            let mut header_value = HeaderValue::from_str(value.expose())
-                .map_err(|_| Failure::Unavailable("the credential cannot be a header value"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                InjectionFailure::Unavailable("the credential's header name is invalid")
+            })?;
+            let mut header_value = HeaderValue::from_str(value.expose()).map_err(|_| {
+                InjectionFailure::Unavailable("the credential cannot be a header value")
+            })?;
             header_value.set_sensitive(true);
             parts.headers.insert(name, header_value);
             body
@@ -187,8 +191,9 @@ async fn apply(
             let path_and_query = format!("{}?{query}", parts.uri.path());
             let mut uri_parts = parts.uri.clone().into_parts();
             uri_parts.path_and_query = path_and_query.parse().ok();
-            parts.uri = http::Uri::from_parts(uri_parts)
-                .map_err(|_| Failure::Unavailable("the credential cannot go in the query"))?;
+            parts.uri = http::Uri::from_parts(uri_parts).map_err(|_| {
+                InjectionFailure::Unavailable("the credential cannot go in the query")
+            })?;
             body
         }
         Location::Path => {
@@ -203,16 +208,17 @@ async fn apply(
             let bytes = body::read_to_limit(body, max_body)
                 .await
                 .map_err(|err| match err {
-                    body::ReadError::TooLarge(_) => Failure::TooLarge,
+                    body::ReadError::TooLarge(_) => InjectionFailure::TooLarge,
                     body::ReadError::Failed => {
-                        Failure::BadBody("the request body could not be read")
+                        InjectionFailure::BadBody("the request body could not be read")
                     }
                 })?;
             // Only the top level is parsed: nested values stay raw text, so a
             // large body costs no tree in memory and numbers pass unchanged.
             let top: std::collections::BTreeMap<String, Box<serde_json::value::RawValue>> =
-                serde_json::from_slice(&bytes)
-                    .map_err(|_| Failure::BadBody("the request body must be a JSON object"))?;
+                serde_json::from_slice(&bytes).map_err(|_| {
+                    InjectionFailure::BadBody("the request body must be a JSON object")
+                })?;
             let mut out =
                 String::with_capacity(bytes.len() + value.expose().len() + field.len() + 8);
             out.push('{');
@@ -299,13 +305,13 @@ impl InjectCredential {
         let Some(credential) = self.layer.credentials.get(&settings.credential) else {
             tracing::warn!(credential = %settings.credential, "the route's credential is not in the store");
             return failure_response(
-                Failure::Unavailable("the upstream credential is not configured"),
+                InjectionFailure::Unavailable("the upstream credential is not configured"),
                 key.as_ref(),
             );
         };
         let Some(location) = settings.location.clone().or_else(|| credential.location()) else {
             return failure_response(
-                Failure::Unavailable("the credential has no location"),
+                InjectionFailure::Unavailable("the credential has no location"),
                 key.as_ref(),
             );
         };
@@ -314,7 +320,7 @@ impl InjectCredential {
             _ => {
                 let Some(value) = value_for(&credential.kind, None, &location) else {
                     return failure_response(
-                        Failure::Unavailable("no credential value"),
+                        InjectionFailure::Unavailable("no credential value"),
                         key.as_ref(),
                     );
                 };
@@ -347,14 +353,14 @@ impl InjectCredential {
         let name = &self.layer.settings.credential;
         let Some(manager) = self.layer.credentials.token_manager(name, &credential) else {
             return failure_response(
-                Failure::Unavailable("the OAuth2 client cannot be used"),
+                InjectionFailure::Unavailable("the OAuth2 client cannot be used"),
                 key.as_ref(),
             );
         };
         let unavailable = |err: super::oauth2::TokenError| {
             tracing::warn!(credential = %name, error = %err, "no upstream access token");
             failure_response(
-                Failure::Unavailable("no upstream access token could be obtained"),
+                InjectionFailure::Unavailable("no upstream access token could be obtained"),
                 key.as_ref(),
             )
         };
@@ -368,7 +374,7 @@ impl InjectCredential {
             let value = value_for(&credential.kind, Some(token), &location);
             let location = location.clone();
             async move {
-                let value = value.ok_or(Failure::Unavailable("no credential value"))?;
+                let value = value.ok_or(InjectionFailure::Unavailable("no credential value"))?;
                 apply(request, &location, &value, max).await
             }
         };
