@@ -1,7 +1,7 @@
 //! The file format: serde structs that mirror `gateway.toml` one to one.
 //!
 //! Every struct denies unknown fields. Values stay close to their TOML form
-//! here (durations and addresses are strings); `validate.rs` turns them into
+//! here (durations and addresses are strings); `validate/` turns them into
 //! typed settings and reports what is wrong with them.
 
 use std::collections::BTreeMap;

@@ -1,12 +1,17 @@
 //! Configuration: `gateway.toml` parsed once into typed, validated settings.
 //!
 //! Loading has two passes. The file is parsed into a spanned TOML tree; each
-//! section (and each `[[routes]]` entry) is deserialized on its own, so
-//! structural problems in different sections are all reported. Then
-//! `validate.rs` checks the values and the rules between them, collecting
-//! every problem. Each [`Problem`] names the file, line and column, the key
-//! path (`routes[2].upstream`), what is wrong and how to fix it, and never
-//! echoes more of the file than the offending value.
+//! section (and each `[[routes]]` entry) is deserialized on its own into the
+//! serde structs of `file.rs`, so structural problems in different sections
+//! are all reported. Then `validate/` checks the values and the rules between
+//! them, one file per section (`validate/mod.rs` lists them), collecting every
+//! problem. Each [`Problem`] names the file, line and column, the key path
+//! (`routes[2].upstream`), what is wrong and how to fix it, and never echoes
+//! more of the file than the offending value.
+//!
+//! A new section needs a `*File` struct in `file.rs`, a file in `validate/`
+//! that builds its settings, and a field in [`Config`]; `validate/mod.rs`
+//! says where each piece is wired in.
 //!
 //! Only this module knows serde and TOML: the rest of the gateway sees plain
 //! `*Settings` structs owned by the modules that use them.

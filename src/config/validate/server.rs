@@ -1,0 +1,220 @@
+//! `[server]` (with `[server.tls]`), `[log]` and `[audit]`: how the gateway
+//! listens, logs and records token use. None of them depends on another
+//! section, so a new key of one of them only touches its `build_*` function
+//! (and `file.rs`).
+
+use std::net::SocketAddr;
+
+use super::report::{KeyPath, Report, duration};
+use crate::audit::{AuditSettings, AuditSink};
+use crate::config::ServerSettings;
+use crate::config::file::{AuditFile, LogFile, ServerFile};
+use crate::telemetry::{LogFormat, LogSettings};
+
+pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerSettings {
+    let base = KeyPath::default().key("server");
+    let defaults = ServerSettings::default();
+    let listen = socket_addr(
+        report,
+        &base.key("listen"),
+        file.listen.as_deref(),
+        "127.0.0.1:8080",
+    );
+    let admin_listen = socket_addr(
+        report,
+        &base.key("admin_listen"),
+        file.admin_listen.as_deref(),
+        "127.0.0.1:9090",
+    );
+    let same_ip = listen.ip() == admin_listen.ip()
+        || listen.ip().is_unspecified()
+        || admin_listen.ip().is_unspecified();
+    if same_ip && listen.port() == admin_listen.port() && listen.port() != 0 {
+        report.problem(
+            &base.key("admin_listen"),
+            format!("{admin_listen} overlaps server.listen ({listen})"),
+            "give the admin listener its own port, e.g. admin_listen = \"127.0.0.1:9090\"",
+        );
+    }
+    let request_timeout = duration(
+        report,
+        &base.key("request_timeout"),
+        file.request_timeout.as_deref(),
+        defaults.request_timeout,
+    );
+    let max_header_bytes = file
+        .max_header_bytes
+        .unwrap_or(defaults.max_header_bytes as u64);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        report.problem(
+            &base.key("max_header_bytes"),
+            format!("{max_header_bytes} is outside 1024..=1048576"),
+            "use a value such as 16384",
+        );
+    }
+    let max_body_bytes = file.max_body_bytes.unwrap_or(defaults.max_body_bytes);
+    if max_body_bytes == 0 {
+        report.problem(
+            &base.key("max_body_bytes"),
+            "must be at least 1",
+            "use a value such as 10485760 (10 MiB)",
+        );
+    }
+    let max_connections = file.max_connections.unwrap_or(10_000);
+    if max_connections == 0 {
+        report.problem(
+            &base.key("max_connections"),
+            "must be at least 1",
+            "use e.g. 10000",
+        );
+    }
+    let max_concurrent_streams = file.max_concurrent_streams.unwrap_or(128);
+    if max_concurrent_streams == 0 {
+        report.problem(
+            &base.key("max_concurrent_streams"),
+            "must be at least 1",
+            "use e.g. 128",
+        );
+    }
+    let tls = file.tls.and_then(|tls| {
+        let cert_file = report.resolve(&tls.cert_file);
+        let key_file = report.resolve(&tls.key_file);
+        let client_ca_file = tls.client_ca_file.as_deref().map(|p| report.resolve(p));
+        match crate::tls::server_config(&cert_file, &key_file, client_ca_file.as_deref()) {
+            Ok(config) => Some(crate::tls::TlsSettings {
+                cert_file,
+                key_file,
+                client_ca_file,
+                config,
+            }),
+            Err(why) => {
+                report.problem(
+                    &base.key("tls"),
+                    why.to_string(),
+                    "give a PEM certificate chain (leaf first) and its PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                );
+                None
+            }
+        }
+    });
+    ServerSettings {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        max_concurrent_streams,
+        tls,
+        listen,
+        admin_listen,
+        shutdown_grace: duration(
+            report,
+            &base.key("shutdown_grace"),
+            file.shutdown_grace.as_deref(),
+            defaults.shutdown_grace,
+        ),
+        request_timeout,
+        header_read_timeout: duration(
+            report,
+            &base.key("header_read_timeout"),
+            file.header_read_timeout.as_deref(),
+            defaults.header_read_timeout,
+        ),
+        connect_timeout: duration(
+            report,
+            &base.key("connect_timeout"),
+            file.connect_timeout.as_deref(),
+            defaults.connect_timeout,
+        ),
+        max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
+        max_body_bytes,
+        trust_execution_key_header: file.trust_execution_key_header.unwrap_or(false),
+    }
+}
+
+fn socket_addr(
+    report: &mut Report<'_>,
+    path: &KeyPath,
+    value: Option<&str>,
+    default: &str,
+) -> SocketAddr {
+    let text = value.unwrap_or(default);
+    text.parse().unwrap_or_else(|_| {
+        report.problem(
+            path,
+            format!("{text:?} is not an IP address and port"),
+            "write it as \"127.0.0.1:8080\" or \"[::1]:8080\" (host names are not resolved)",
+        );
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    })
+}
+
+pub(super) fn build_log(report: &mut Report<'_>, file: LogFile) -> LogSettings {
+    let base = KeyPath::default().key("log");
+    let level = file.level.unwrap_or_else(|| "info".into());
+    if !is_log_filter(&level) {
+        report.problem(
+            &base.key("level"),
+            format!("{level:?} is not a log level or filter"),
+            "use one of \"error\", \"warn\", \"info\", \"debug\", \"trace\" (or a filter like \"info,warden=debug\")",
+        );
+    }
+    let format = match file.format.as_deref() {
+        None | Some("json") => LogFormat::Json,
+        Some("pretty") => LogFormat::Pretty,
+        Some(other) => {
+            report.problem(
+                &base.key("format"),
+                format!("unknown value {other:?}"),
+                "use \"json\" (one JSON object a line) or \"pretty\" (for humans)",
+            );
+            LogFormat::Json
+        }
+    };
+    LogSettings { level, format }
+}
+
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// A level, or an `EnvFilter` whose every directive ends in a level: a bare
+/// word that is not a level (`"warning"`) would silently filter everything.
+fn is_log_filter(filter: &str) -> bool {
+    let level_ok = |level: &str| LOG_LEVELS.contains(&level.to_ascii_lowercase().as_str());
+    !filter.trim().is_empty()
+        && tracing_subscriber::EnvFilter::try_new(filter).is_ok()
+        && filter
+            .split(',')
+            .all(|directive| match directive.rsplit_once('=') {
+                Some((target, level)) => !target.trim().is_empty() && level_ok(level.trim()),
+                None => level_ok(directive.trim()),
+            })
+}
+
+pub(super) fn build_audit(report: &mut Report<'_>, file: AuditFile) -> AuditSettings {
+    let base = KeyPath::default().key("audit");
+    let sink = match (file.sink.as_deref(), file.path) {
+        (None | Some("stdout"), None) => AuditSink::Stdout,
+        (Some("file"), Some(path)) => AuditSink::File(report.resolve(&path)),
+        (Some("file"), None) => {
+            report.problem(
+                &base.key("path"),
+                "is required with sink = \"file\"",
+                "set path = \"audit.log\"",
+            );
+            AuditSink::Stdout
+        }
+        (None | Some("stdout"), Some(_)) => {
+            report.problem(
+                &base.key("path"),
+                "is only used with sink = \"file\"",
+                "set sink = \"file\", or remove path",
+            );
+            AuditSink::Stdout
+        }
+        (Some(other), _) => {
+            report.problem(
+                &base.key("sink"),
+                format!("unknown value {other:?}"),
+                "use \"stdout\" or \"file\"",
+            );
+            AuditSink::Stdout
+        }
+    };
+    AuditSettings { sink }
+}
