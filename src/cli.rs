@@ -85,8 +85,8 @@ pub enum CliError {
     #[error("{0:?} is not a credential name (1-64 of letters, digits, '-', '_', '.')")]
     CredentialName(String),
     /// A credential as given is incomplete or inconsistent.
-    #[error("{0}")]
-    Credential(String),
+    #[error(transparent)]
+    Credential(#[from] crate::credentials::CredentialError),
     /// No credential of that name is stored.
     #[error("no credential named {0:?}")]
     NoSuchCredential(String),
@@ -353,9 +353,7 @@ pub fn credentials_set(
     }
     let store = credential_store(config)?;
     let existing = store.read()?.credentials.get(name).cloned();
-    let credential = input
-        .build(existing.as_ref())
-        .map_err(CliError::Credential)?;
+    let credential = input.build(existing.as_ref()).map_err(CliError::from)?;
     let summary = credential.summary(name);
     store.update(|contents| contents.credentials.insert(name.to_owned(), credential))?;
     Ok(summary)

@@ -4,7 +4,7 @@
 //! (`ca_file`), a TLS name other than the URL's host (`server_name`), and
 //! HTTP/2 only (h2 over TLS via ALPN, or prior-knowledge h2c).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,24 +29,74 @@ pub struct ClientOptions<'a> {
     pub connect_timeout: Option<Duration>,
 }
 
+/// Why a client could not be built. Its text names the file or value at
+/// fault and goes into config errors and start-up errors as it is.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The `ca_file` cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    ReadCa {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The `ca_file` is not PEM.
+    #[error("{} is not a PEM certificate file: {source}", path.display())]
+    NotPem {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls_pki_types::pem::Error,
+    },
+    /// The `ca_file` holds no certificate.
+    #[error("{} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A certificate of the `ca_file` is not a usable trust root.
+    #[error("{}: {source}", path.display())]
+    BadCertificate {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: rustls::Error,
+    },
+    /// rustls refused the protocol versions (a bug in the provider set-up).
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    /// `server_name` is not a name a certificate can be checked against.
+    #[error("{0:?} is not a DNS name or IP address")]
+    ServerName(String),
+}
+
 /// The certificates of a `ca_file`; a file with none is an error, not an
 /// empty trust root that would only show up as failed connections.
 pub fn ca_certificates(
     path: &Path,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ClientError> {
     use rustls_pki_types::pem::PemObject;
     let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        .map_err(|source| ClientError::ReadCa {
+            path: path.to_owned(),
+            source,
+        })?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{} is not a PEM certificate file: {e}", path.display()))?;
+        .map_err(|source| ClientError::NotPem {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err(ClientError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
 
 /// A client trusting the webpki roots and the certificates in `ca_file`.
-pub fn https_client<B>(ca_file: Option<&Path>) -> Result<HttpsClient<B>, String>
+pub fn https_client<B>(ca_file: Option<&Path>) -> Result<HttpsClient<B>, ClientError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -58,7 +108,7 @@ where
 }
 
 /// A pooled keep-alive client with `options`.
-pub fn client<B>(options: &ClientOptions<'_>) -> Result<HttpsClient<B>, String>
+pub fn client<B>(options: &ClientOptions<'_>) -> Result<HttpsClient<B>, ClientError>
 where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
@@ -69,13 +119,15 @@ where
         for cert in ca_certificates(path)? {
             roots
                 .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|source| ClientError::BadCertificate {
+                    path: path.to_owned(),
+                    source,
+                })?;
         }
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
     let mut http = HttpConnector::new();
@@ -88,7 +140,7 @@ where
     let builder = match options.server_name {
         Some(name) => {
             let name = rustls_pki_types::ServerName::try_from(name.to_owned())
-                .map_err(|_| format!("{name:?} is not a DNS name or IP address"))?;
+                .map_err(|_| ClientError::ServerName(name.to_owned()))?;
             builder.with_server_name_resolver(FixedServerNameResolver::new(name))
         }
         None => builder,

@@ -40,7 +40,9 @@ use tokio::net::TcpListener;
 use warden::StartOptions;
 use warden::clock::unix_now;
 use warden::credentials::store::{MasterKey, Store, StoreContents};
-use warden::credentials::{ClientAuth, Credential, CredentialInput, Kind, Location};
+use warden::credentials::{
+    ClientAuth, Credential, CredentialError, CredentialInput, Kind, Location,
+};
 use warden::secret::SecretString;
 
 const ISS: &str = "https://warden.test";
@@ -1795,16 +1797,35 @@ fn credential_input_is_checked_before_anything_is_stored() {
     // Unknown fields are refused (a typo never stores a half credential).
     assert!(input(json!({"kind": "api_key", "value": "v", "hedaer": "X"})).is_err());
     let build = |value: Value| input(value).unwrap().build(None);
-    assert!(build(json!({"kind": "api_key"})).is_err());
-    assert!(build(json!({"kind": "secret", "value": "v"})).is_err());
-    assert!(build(json!({"kind": "basic", "value": "p", "username": "a:b"})).is_err());
-    assert!(build(json!({"kind": "basic", "value": "p", "username": "a", "query": "q"})).is_err());
-    assert!(build(json!({"kind": "api_key", "value": "v", "header": "X", "query": "q"})).is_err());
-    let insecure = build(json!({
+    let refused = |value: Value| build(value).err();
+    assert_eq!(
+        refused(json!({"kind": "api_key"})),
+        Some(CredentialError::Required("the key"))
+    );
+    assert_eq!(
+        refused(json!({"kind": "secret", "value": "v"})),
+        Some(CredentialError::NoLocation)
+    );
+    assert_eq!(
+        refused(json!({"kind": "basic", "value": "p", "username": "a:b"})),
+        Some(CredentialError::Username)
+    );
+    assert_eq!(
+        refused(json!({"kind": "basic", "value": "p", "username": "a", "query": "q"})),
+        Some(CredentialError::BasicOutsideHeader)
+    );
+    assert_eq!(
+        refused(json!({"kind": "api_key", "value": "v", "header": "X", "query": "q"})),
+        Some(CredentialError::TwoLocations)
+    );
+    let insecure = refused(json!({
         "kind": "oauth2", "value": "s", "client_id": "c",
         "token_url": "http://idp.example/token",
     }));
-    assert!(insecure.unwrap_err().contains("https"));
+    assert!(
+        insecure.is_some_and(|err| err.to_string().contains("must be https://")),
+        "an OAuth2 token URL over plain HTTP to another host is refused"
+    );
     let ok = build(json!({
         "kind": "oauth2", "value": "s", "client_id": "c",
         "token_url": "http://127.0.0.1:1/token",

@@ -41,93 +41,166 @@ fn b64_len(value: Option<&Value>) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(value?.as_str()?).ok()
 }
 
+/// Why a JWK was refused. The text goes into the log line of a skipped key
+/// (with its kid, never key material) and into config errors.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JwkError {
+    /// The JWK is not an object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// No `kty`.
+    #[error("no kty")]
+    NoKty,
+    /// `kid` is not a string.
+    #[error("kid is not a string")]
+    KidNotAString,
+    /// An `oct` key: a shared secret has no place in a published set.
+    #[error("symmetric keys are never taken from a JWKS")]
+    Symmetric,
+    /// `use` is not `sig`.
+    #[error("`use` is not \"sig\"")]
+    NotForSignatures,
+    /// `key_ops` without `verify`.
+    #[error("key_ops does not include \"verify\"")]
+    NotForVerifying,
+    /// An `alg` warden does not verify with.
+    #[error("alg {0:?} is not supported")]
+    UnsupportedAlg(String),
+    /// An `alg` that does not fit the key type and curve.
+    #[error("alg {alg} does not fit kty {kty}")]
+    AlgDoesNotFit {
+        /// The key's `alg`.
+        alg: String,
+        /// The key's `kty`.
+        kty: String,
+    },
+    /// `alg` is not a string.
+    #[error("alg is not a string")]
+    AlgNotAString,
+    /// No `alg`, and more than one (or none) of the allowed ones fits.
+    #[error("no alg, and the issuer's algs do not settle it")]
+    AlgUnsettled,
+    /// An algorithm the issuer does not allow.
+    #[error("alg {0} is not in the issuer's algs")]
+    AlgNotAllowed(&'static str),
+    /// A key parameter that is missing or not base64url.
+    #[error("bad {0}")]
+    BadParameter(&'static str),
+    /// An RSA modulus under 2,048 bits.
+    #[error("RSA key of about {0} bits; at least 2048 are required")]
+    RsaTooShort(usize),
+    /// An RSA key with the ROCA fingerprint.
+    #[error("RSA key with the ROCA weakness (CVE-2017-15361): its private key can be recovered")]
+    Roca,
+    /// EC coordinates of another size than the curve's.
+    #[error("EC coordinates of the wrong size")]
+    EcCoordinateSize,
+    /// An Ed25519 key of another size than 32 bytes.
+    #[error("Ed25519 key of the wrong size")]
+    Ed25519Size,
+    /// A `kty` warden does not verify with.
+    #[error("kty {0:?} is not supported")]
+    UnsupportedKty(String),
+    /// jsonwebtoken could not read the JWK.
+    #[error("not a JWK ({0})")]
+    NotAJwk(String),
+    /// jsonwebtoken could not make a key of it.
+    #[error("unusable ({0})")]
+    Unusable(String),
+    /// An EC point that is not on its curve.
+    #[error("the EC point is not on the curve")]
+    NotOnCurve,
+}
+
 /// Checks one JWK and builds its verifying key. Also used for public keys
 /// read from a JWK file, which get the same checks.
 pub(crate) fn check_key(
     jwk: &Value,
     policy: &Arc<IssuerPolicy>,
     allowed: &[Algorithm],
-) -> Result<VerifyingKey, String> {
-    let obj = jwk.as_object().ok_or("not a JSON object")?;
-    let kty = obj.get("kty").and_then(Value::as_str).ok_or("no kty")?;
+) -> Result<VerifyingKey, JwkError> {
+    let obj = jwk.as_object().ok_or(JwkError::NotAnObject)?;
+    let kty = obj
+        .get("kty")
+        .and_then(Value::as_str)
+        .ok_or(JwkError::NoKty)?;
     let kid = match obj.get("kid") {
         None => None,
         Some(Value::String(k)) => Some(k.clone()),
-        Some(_) => return Err("kid is not a string".into()),
+        Some(_) => return Err(JwkError::KidNotAString),
     };
     if kty == "oct" {
-        return Err("symmetric keys are never taken from a JWKS".into());
+        return Err(JwkError::Symmetric);
     }
     match obj.get("use") {
         None => {}
         Some(Value::String(u)) if u == "sig" => {}
-        Some(_) => return Err("`use` is not \"sig\"".into()),
+        Some(_) => return Err(JwkError::NotForSignatures),
     }
     if let Some(ops) = obj.get("key_ops") {
         let verifies = ops
             .as_array()
             .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
         if !verifies {
-            return Err("key_ops does not include \"verify\"".into());
+            return Err(JwkError::NotForVerifying);
         }
     }
     let crv = obj.get("crv").and_then(Value::as_str);
     let alg = match obj.get("alg") {
         Some(Value::String(name)) => {
             let alg =
-                parse_algorithm(name).ok_or_else(|| format!("alg {name:?} is not supported"))?;
+                parse_algorithm(name).ok_or_else(|| JwkError::UnsupportedAlg(name.clone()))?;
             if !alg_fits(alg, kty, crv) {
-                return Err(format!("alg {name} does not fit kty {kty}"));
+                return Err(JwkError::AlgDoesNotFit {
+                    alg: name.clone(),
+                    kty: kty.to_owned(),
+                });
             }
             alg
         }
-        Some(_) => return Err("alg is not a string".into()),
+        Some(_) => return Err(JwkError::AlgNotAString),
         None => {
             let mut fitting = allowed.iter().filter(|a| alg_fits(**a, kty, crv));
             match (fitting.next(), fitting.next()) {
                 (Some(alg), None) => *alg,
-                _ => return Err("no alg, and the issuer's algs do not settle it".into()),
+                _ => return Err(JwkError::AlgUnsettled),
             }
         }
     };
     if !allowed.contains(&alg) {
-        return Err(format!("alg {} is not in the issuer's algs", alg_name(alg)));
+        return Err(JwkError::AlgNotAllowed(alg_name(alg)));
     }
     match kty {
         "RSA" => {
-            let n = b64_len(obj.get("n")).ok_or("bad n")?;
+            let n = b64_len(obj.get("n")).ok_or(JwkError::BadParameter("n"))?;
             let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
             if bits < 2048 {
-                return Err(format!(
-                    "RSA key of about {bits} bits; at least 2048 are required"
-                ));
+                return Err(JwkError::RsaTooShort(bits));
             }
             if has_roca_fingerprint(&n) {
-                return Err(
-                    "RSA key with the ROCA weakness (CVE-2017-15361): its private key can be recovered".into(),
-                );
+                return Err(JwkError::Roca);
             }
-            b64_len(obj.get("e")).ok_or("bad e")?;
+            b64_len(obj.get("e")).ok_or(JwkError::BadParameter("e"))?;
         }
         "EC" => {
             let size = if crv == Some("P-384") { 48 } else { 32 };
-            let x = b64_len(obj.get("x")).ok_or("bad x")?;
-            let y = b64_len(obj.get("y")).ok_or("bad y")?;
+            let x = b64_len(obj.get("x")).ok_or(JwkError::BadParameter("x"))?;
+            let y = b64_len(obj.get("y")).ok_or(JwkError::BadParameter("y"))?;
             if x.len() != size || y.len() != size {
-                return Err("EC coordinates of the wrong size".into());
+                return Err(JwkError::EcCoordinateSize);
             }
         }
         "OKP" => {
-            let x = b64_len(obj.get("x")).ok_or("bad x")?;
+            let x = b64_len(obj.get("x")).ok_or(JwkError::BadParameter("x"))?;
             if x.len() != 32 {
-                return Err("Ed25519 key of the wrong size".into());
+                return Err(JwkError::Ed25519Size);
             }
         }
-        other => return Err(format!("kty {other:?} is not supported")),
+        other => return Err(JwkError::UnsupportedKty(other.to_owned())),
     }
     let parsed: Jwk =
-        serde_json::from_value(jwk.clone()).map_err(|e| format!("not a JWK ({e})"))?;
-    let key = DecodingKey::from_jwk(&parsed).map_err(|e| format!("unusable ({e})"))?;
+        serde_json::from_value(jwk.clone()).map_err(|e| JwkError::NotAJwk(e.to_string()))?;
+    let key = DecodingKey::from_jwk(&parsed).map_err(|e| JwkError::Unusable(e.to_string()))?;
     // Refuse points that are not on the curve now, not at the first token.
     let point_check: Option<&'static lc_sig::EcdsaVerificationAlgorithm> = match alg {
         Algorithm::ES256 => Some(&lc_sig::ECDSA_P256_SHA256_FIXED),
@@ -135,9 +208,10 @@ pub(crate) fn check_key(
         _ => None,
     };
     if let Some(algorithm) = point_check {
-        let bytes = key.try_get_as_bytes().map_err(|e| e.to_string())?;
-        lc_sig::ParsedPublicKey::new(algorithm, bytes)
-            .map_err(|_| "the EC point is not on the curve")?;
+        let bytes = key
+            .try_get_as_bytes()
+            .map_err(|e| JwkError::Unusable(e.to_string()))?;
+        lc_sig::ParsedPublicKey::new(algorithm, bytes).map_err(|_| JwkError::NotOnCurve)?;
     }
     Ok(VerifyingKey {
         kid,

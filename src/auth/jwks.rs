@@ -56,7 +56,7 @@ pub struct TrustedIssuerSettings {
 pub enum FetchError {
     /// The TLS set-up failed (a bad `ca_file`).
     #[error("TLS set-up: {0}")]
-    Tls(String),
+    Tls(crate::http_client::ClientError),
     /// The request failed.
     #[error("request failed: {0}")]
     Request(String),

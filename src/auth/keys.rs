@@ -217,26 +217,40 @@ fn private_from_pem(
     }
 }
 
+/// Why a public key file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicKeyError {
+    /// It starts like JSON but is not.
+    #[error("not a JWK: {0}")]
+    NotJson(#[from] serde_json::Error),
+    /// A JWK that fails the checks a remote JWKS gets.
+    #[error(transparent)]
+    Jwk(#[from] super::jwk::JwkError),
+    /// Not a PEM public key of the algorithm's type.
+    #[error("{0}")]
+    Pem(#[from] jsonwebtoken::errors::Error),
+}
+
 /// Reads a public key from PEM or a JWK (text starting with `{`).
-pub fn public_from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<DecodingKey, String> {
+pub fn public_from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<DecodingKey, PublicKeyError> {
     let trimmed = bytes.trim_ascii_start();
     if trimmed.starts_with(b"{") {
         // The checks of a remote JWKS apply: kty/alg/crv agree, RSA of at
         // least 2048 bits and not ROCA, EC points on the curve, no oct key.
-        let jwk: serde_json::Value =
-            serde_json::from_slice(trimmed).map_err(|e| format!("not a JWK: {e}"))?;
+        let jwk: serde_json::Value = serde_json::from_slice(trimmed)?;
         let policy = std::sync::Arc::new(super::jwt::IssuerPolicy {
             iss: String::new(),
             audiences: Vec::new(),
         });
-        return super::jwk::check_key(&jwk, &policy, &[alg]).map(|key| key.key);
+        let key = super::jwk::check_key(&jwk, &policy, &[alg])?;
+        return Ok(key.key);
     }
     let key = match alg {
         Algorithm::ES256 | Algorithm::ES384 => DecodingKey::from_ec_pem(bytes),
         Algorithm::EdDSA => DecodingKey::from_ed_pem(bytes),
         _ => DecodingKey::from_rsa_pem(bytes),
     };
-    key.map_err(|e| e.to_string())
+    Ok(key?)
 }
 
 /// The public half of a private key, as a decoding key and a JWK.

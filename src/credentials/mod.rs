@@ -227,22 +227,61 @@ pub struct CredentialInput {
     pub body: Option<String>,
 }
 
+/// Why a credential as given cannot be stored or used. Its text is shown
+/// to the operator (CLI, admin API, config errors) as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Not a header name.
+    #[error("{0:?} is not a header name")]
+    HeaderName(String),
+    /// Not a query parameter name.
+    #[error("{0:?} is not a query parameter name")]
+    QueryName(String),
+    /// An empty body field name.
+    #[error("the body field name is empty")]
+    EmptyBodyField,
+    /// More than one location.
+    #[error("give at most one location: header, query, path or body")]
+    TwoLocations,
+    /// A token URL that does not parse.
+    #[error("{0:?} is not a URL")]
+    NotAUrl(String),
+    /// A token URL over plain HTTP to another host.
+    #[error("{0:?} must be https:// (http:// only to a loopback address)")]
+    InsecureTokenUrl(String),
+    /// A required field is missing or empty.
+    #[error("{0} is required")]
+    Required(&'static str),
+    /// A Basic username that is empty or holds ':'.
+    #[error("a username without ':' is required")]
+    Username,
+    /// An unknown kind.
+    #[error("unknown kind {0:?}; use api_key, secret, basic, bearer or oauth2")]
+    UnknownKind(String),
+    /// A kind without a default location, and none given.
+    #[error("a secret needs a location: header, query, path or body")]
+    NoLocation,
+    /// Basic credentials elsewhere than a header.
+    #[error("basic credentials go in a header")]
+    BasicOutsideHeader,
+}
+
 /// Checks an explicit location.
 pub fn location_of(
     header: Option<&str>,
     query: Option<&str>,
     path: bool,
     body: Option<&str>,
-) -> Result<Option<Location>, String> {
+) -> Result<Option<Location>, CredentialError> {
     let mut found = Vec::new();
     if let Some(h) = header {
         http::HeaderName::from_bytes(h.as_bytes())
-            .map_err(|_| format!("{h:?} is not a header name"))?;
+            .map_err(|_| CredentialError::HeaderName(h.to_owned()))?;
         found.push(Location::Header(h.to_owned()));
     }
     if let Some(q) = query {
         if q.is_empty() || q.contains(['&', '=', '#']) {
-            return Err(format!("{q:?} is not a query parameter name"));
+            return Err(CredentialError::QueryName(q.to_owned()));
         }
         found.push(Location::Query(q.to_owned()));
     }
@@ -251,20 +290,22 @@ pub fn location_of(
     }
     if let Some(b) = body {
         if b.is_empty() {
-            return Err("the body field name is empty".into());
+            return Err(CredentialError::EmptyBodyField);
         }
         found.push(Location::Body(b.to_owned()));
     }
     match found.len() {
         0 => Ok(None),
         1 => Ok(found.pop()),
-        _ => Err("give at most one location: header, query, path or body".into()),
+        _ => Err(CredentialError::TwoLocations),
     }
 }
 
 /// Checks that `url` may be a token endpoint: https, or http to loopback.
-pub fn check_token_url(url: &str) -> Result<(), String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+pub fn check_token_url(url: &str) -> Result<(), CredentialError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| CredentialError::NotAUrl(url.to_owned()))?;
     let host = uri.host().unwrap_or_default();
     let loopback = host == "localhost"
         || host
@@ -275,20 +316,18 @@ pub fn check_token_url(url: &str) -> Result<(), String> {
     match uri.scheme_str() {
         Some("https") if !host.is_empty() => Ok(()),
         Some("http") if loopback => Ok(()),
-        _ => Err(format!(
-            "{url:?} must be https:// (http:// only to a loopback address)"
-        )),
+        _ => Err(CredentialError::InsecureTokenUrl(url.to_owned())),
     }
 }
 
 impl CredentialInput {
     /// Builds the credential; `created` is kept from `existing`.
-    pub fn build(self, existing: Option<&Credential>) -> Result<Credential, String> {
-        let secret = |what: &str| -> Result<SecretString, String> {
+    pub fn build(self, existing: Option<&Credential>) -> Result<Credential, CredentialError> {
+        let secret = |what: &'static str| -> Result<SecretString, CredentialError> {
             self.value
                 .clone()
                 .filter(|v| !v.is_empty())
-                .ok_or_else(|| format!("{what} is required"))
+                .ok_or(CredentialError::Required(what))
         };
         let kind = match self.kind.as_str() {
             "api_key" => Kind::ApiKey {
@@ -305,11 +344,14 @@ impl CredentialInput {
                     .username
                     .clone()
                     .filter(|u| !u.is_empty() && !u.contains(':'))
-                    .ok_or("a username without ':' is required")?,
+                    .ok_or(CredentialError::Username)?,
                 password: secret("the password")?,
             },
             "oauth2" => {
-                let token_url = self.token_url.clone().ok_or("token_url is required")?;
+                let token_url = self
+                    .token_url
+                    .clone()
+                    .ok_or(CredentialError::Required("token_url"))?;
                 check_token_url(&token_url)?;
                 Kind::Oauth2 {
                     token_url,
@@ -317,7 +359,7 @@ impl CredentialInput {
                         .client_id
                         .clone()
                         .filter(|c| !c.is_empty())
-                        .ok_or("client_id is required")?,
+                        .ok_or(CredentialError::Required("client_id"))?,
                     client_secret: secret("the client secret")?,
                     scope: self.scope.clone(),
                     refresh_token: self.refresh_token.clone().filter(|t| !t.is_empty()),
@@ -326,9 +368,7 @@ impl CredentialInput {
                 }
             }
             other => {
-                return Err(format!(
-                    "unknown kind {other:?}; use api_key, secret, basic, bearer or oauth2"
-                ));
+                return Err(CredentialError::UnknownKind(other.to_owned()));
             }
         };
         let location = location_of(
@@ -338,14 +378,14 @@ impl CredentialInput {
             self.body.as_deref(),
         )?;
         if location.is_none() && kind.default_location().is_none() {
-            return Err("a secret needs a location: header, query, path or body".into());
+            return Err(CredentialError::NoLocation);
         }
         if matches!(kind, Kind::Basic { .. })
             && location
                 .as_ref()
                 .is_some_and(|l| !matches!(l, Location::Header(_)))
         {
-            return Err("basic credentials go in a header".into());
+            return Err(CredentialError::BasicOutsideHeader);
         }
         let mut credential = Credential::new(kind, location);
         if let Some(existing) = existing {

@@ -67,7 +67,10 @@ pub struct UpstreamClient {
 impl UpstreamClient {
     /// A client with `settings`, whose connection attempts give up after
     /// `connect_timeout`.
-    pub fn new(connect_timeout: Duration, settings: &ConnectionSettings) -> Result<Self, String> {
+    pub fn new(
+        connect_timeout: Duration,
+        settings: &ConnectionSettings,
+    ) -> Result<Self, crate::http_client::ClientError> {
         let client = crate::http_client::client(&crate::http_client::ClientOptions {
             ca_file: settings.ca_file.as_deref(),
             server_name: settings.server_name.as_deref(),

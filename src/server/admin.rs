@@ -214,7 +214,12 @@ impl Admin {
         let credential = match input.build(existing.as_deref()) {
             Ok(credential) => credential,
             Err(why) => {
-                return json_error(StatusCode::BAD_REQUEST, "invalid_request", &why, Some(key));
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    &why.to_string(),
+                    Some(key),
+                );
             }
         };
         let kind = credential.kind.name();

@@ -134,7 +134,7 @@ pub enum StartError {
     Tls(#[from] rustls::Error),
     /// An upstream client could not be built (a bad `ca_file`).
     #[error("upstream client: {0}")]
-    Upstream(String),
+    Upstream(crate::http_client::ClientError),
     /// An internal invariant failed.
     #[error("internal error: {0}")]
     Internal(&'static str),

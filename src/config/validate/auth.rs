@@ -310,7 +310,7 @@ pub(super) fn build_trusted_issuers(
         {
             report.problem(
                 &path.key("ca_file"),
-                why,
+                why.to_string(),
                 "give the PEM file of the provider's CA",
             );
         }

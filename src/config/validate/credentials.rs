@@ -73,7 +73,7 @@ pub(super) fn build_inject(
         Err(why) => {
             report.problem(
                 path,
-                why,
+                why.to_string(),
                 "give at most one of header, query, path = true, body",
             );
             None

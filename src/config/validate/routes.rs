@@ -359,7 +359,7 @@ fn build_connection(
     {
         report.problem(
             &path.key("ca_file"),
-            why,
+            why.to_string(),
             "give the PEM file of the upstream's CA",
         );
     }
