@@ -67,13 +67,11 @@ pub(super) fn build_login(
         );
     }
     let max_failures_per_minute = file.max_failures_per_minute.unwrap_or(10);
-    if max_failures_per_minute == 0 {
-        report.problem(
-            &base.key("max_failures_per_minute"),
-            "must be at least 1",
-            "use e.g. 10",
-        );
-    }
+    report.require_positive(
+        &base.key("max_failures_per_minute"),
+        u64::from(max_failures_per_minute),
+        "use e.g. 10",
+    );
     let api_keys = build_clients(report, &base.key("api_keys"), file.api_keys);
     let users = build_clients(report, &base.key("users"), file.users);
     LoginSettings {

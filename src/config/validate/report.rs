@@ -142,6 +142,13 @@ impl<'a> Report<'a> {
     }
 
     /// A problem with a key that is no key path, at a byte offset in the file.
+    /// A count that must be at least 1; `fix` suggests a value.
+    pub(super) fn require_positive(&mut self, path: &KeyPath, value: u64, fix: &str) {
+        if value == 0 {
+            self.problem(path, "must be at least 1", fix);
+        }
+    }
+
     pub(super) fn problem_at(&mut self, offset: usize, key: &str, message: String, fix: String) {
         let location = self.location_of_offset(offset);
         self.problems.push(Problem {

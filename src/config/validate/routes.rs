@@ -394,13 +394,11 @@ fn build_health(report: &mut Report<'_>, path: &KeyPath, file: &RouteFile) -> He
             std::time::Duration::from_secs(10),
         ),
     };
-    if health.max_failures == 0 {
-        report.problem(
-            &path.key("max_failures"),
-            "must be at least 1",
-            "use e.g. 3",
-        );
-    }
+    report.require_positive(
+        &path.key("max_failures"),
+        u64::from(health.max_failures),
+        "use e.g. 3",
+    );
     if let Some(p) = &health.path
         && (!p.starts_with('/') || normalize_path(p).is_err())
     {

@@ -53,29 +53,23 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
         );
     }
     let max_body_bytes = file.max_body_bytes.unwrap_or(defaults.max_body_bytes);
-    if max_body_bytes == 0 {
-        report.problem(
-            &base.key("max_body_bytes"),
-            "must be at least 1",
-            "use a value such as 10485760 (10 MiB)",
-        );
-    }
+    report.require_positive(
+        &base.key("max_body_bytes"),
+        u64::from(max_body_bytes),
+        "use a value such as 10485760 (10 MiB)",
+    );
     let max_connections = file.max_connections.unwrap_or(10_000);
-    if max_connections == 0 {
-        report.problem(
-            &base.key("max_connections"),
-            "must be at least 1",
-            "use e.g. 10000",
-        );
-    }
+    report.require_positive(
+        &base.key("max_connections"),
+        u64::from(max_connections),
+        "use e.g. 10000",
+    );
     let max_concurrent_streams = file.max_concurrent_streams.unwrap_or(128);
-    if max_concurrent_streams == 0 {
-        report.problem(
-            &base.key("max_concurrent_streams"),
-            "must be at least 1",
-            "use e.g. 128",
-        );
-    }
+    report.require_positive(
+        &base.key("max_concurrent_streams"),
+        u64::from(max_concurrent_streams),
+        "use e.g. 128",
+    );
     let tls = file.tls.and_then(|tls| {
         let cert_file = report.resolve(&tls.cert_file);
         let key_file = report.resolve(&tls.key_file);
