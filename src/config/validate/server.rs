@@ -55,7 +55,7 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
     let max_body_bytes = file.max_body_bytes.unwrap_or(defaults.max_body_bytes);
     report.require_positive(
         &base.key("max_body_bytes"),
-        u64::from(max_body_bytes),
+        max_body_bytes,
         "use a value such as 10485760 (10 MiB)",
     );
     let max_connections = file.max_connections.unwrap_or(10_000);
