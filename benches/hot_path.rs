@@ -63,6 +63,7 @@ fn setup(alg: Algorithm) -> (KeySet, String) {
         issuer: Arc::new(IssuerPolicy {
             iss: ISS.into(),
             audiences: vec![AUD.into()],
+            accept_high_s: false,
         }),
     }]);
     (set, issued.token)

@@ -134,6 +134,7 @@ pub fn verify(token: &str, with: VerifyWith<'_>) -> Result<VerifyReport, CliErro
             let policy = Arc::new(IssuerPolicy {
                 iss: String::new(),
                 audiences: Vec::new(),
+                accept_high_s: false,
             });
             let all: Vec<Algorithm> = SUPPORTED_ALGORITHMS
                 .split(", ")

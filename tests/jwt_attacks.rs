@@ -73,6 +73,7 @@ impl Key {
         let input = format!("{header_b64}.{payload_b64}");
         let signature =
             jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg).unwrap();
+        let signature = warden::auth::ecdsa::low_s_segment(self.alg, &signature);
         format!("{input}.{signature}")
     }
 
@@ -139,6 +140,7 @@ fn issuer() -> Arc<IssuerPolicy> {
     Arc::new(IssuerPolicy {
         iss: ISS.into(),
         audiences: vec![AUD.into(), "billing-api".into()],
+        accept_high_s: false,
     })
 }
 
@@ -556,6 +558,7 @@ fn when_two_issuers_share_a_kid_the_signature_decides_not_the_claimed_issuer() {
     let partner = Arc::new(IssuerPolicy {
         iss: "https://partner.example".into(),
         audiences: vec![AUD.into()],
+        accept_high_s: false,
     });
     let own_set = set_of(&[&ours]);
     let partner_set = KeySet::new(vec![theirs.verifying(&partner)]);

@@ -143,9 +143,12 @@ fn rfc7515(section: &str) -> Value {
 
 /// The keys of A.1–A.3 as the gateway would hold them for the issuer `joe`.
 fn rfc7515_key_set(audiences: &[&str]) -> KeySet {
+    // A.3's ES256 signature has a high s: joe is an issuer whose signer does
+    // not normalise, let through with `accept_high_s`.
     let policy = Arc::new(IssuerPolicy {
         iss: "joe".into(),
         audiences: audiences.iter().map(|a| (*a).to_owned()).collect(),
+        accept_high_s: true,
     });
     let a1 = rfc7515("A.1");
     let a2 = rfc7515("A.2");
@@ -176,7 +179,7 @@ fn rfc7515_key_set(audiences: &[&str]) -> KeySet {
 
 #[test]
 fn rfc7515_a1_a2_and_a3_signatures_verify_with_their_keys() {
-    for section in ["A.1", "A.2", "A.3"] {
+    for section in ["A.1", "A.2"] {
         let v = rfc7515(section);
         let token = str_of(&v, "compact");
         let alg = str_of(&v, "alg");
@@ -186,13 +189,30 @@ fn rfc7515_a1_a2_and_a3_signatures_verify_with_their_keys() {
             "RFC 7515 {section} ({alg}) must verify with its key"
         );
     }
+    // A.3's published signature has a high s: refused as it is, while its
+    // low-s twin (the same signature in the one accepted form) verifies.
+    let a3 = rfc7515("A.3");
+    let published = str_of(&a3, "compact");
+    let low = warden::auth::ecdsa::low_s_token(Algorithm::ES256, published);
+    assert_ne!(low, published, "A.3 is signed with a high s");
+    assert_eq!(
+        verify_with_key(published, &public_jwk(&a3["key"]), "ES256"),
+        Ok(false)
+    );
+    assert_eq!(
+        verify_with_key(&low, &public_jwk(&a3["key"]), "ES256"),
+        Ok(true)
+    );
     // The asymmetric ones also through a JWKS, as a trusted issuer's keys.
-    for section in ["A.2", "A.3"] {
+    for (section, token) in [
+        ("A.2", str_of(&rfc7515("A.2"), "compact").to_owned()),
+        ("A.3", low.clone()),
+    ] {
         let v = rfc7515(section);
         let mut jwk = public_jwk(&v["key"]);
         jwk["alg"] = v["alg"].clone();
         assert!(
-            verify_with_jwks(str_of(&v, "compact"), &[jwk]),
+            verify_with_jwks(&token, &[jwk]),
             "RFC 7515 {section} must verify with its key in a JWKS"
         );
     }
@@ -297,6 +317,7 @@ fn rfc7515_jwts_with_the_clock_pinned_before_expiry_are_refused_for_lack_of_an_a
         issuer: Arc::new(IssuerPolicy {
             iss: "https://idp.example".into(),
             audiences: vec!["https://api.example".into()],
+            accept_high_s: false,
         }),
     }]);
     let (rejection, _) = jwt::verify(str_of(&a1, "compact"), &[&other], pinned, 30).unwrap_err();
@@ -543,6 +564,11 @@ const WYCHEPROOF_JWS_STRICTER: &[(u64, &str)] = &[
     ),
     (347, "ES512 (P-521) is not supported"),
     (
+        18,
+        "its ES256 signature has a high s: only the low-s form of an ECDSA signature \
+         is accepted, so one token has one encoding (SPEC §16)",
+    ),
+    (
         350,
         "as 346: a PS256 key (key_ops verify) does not verify a PS384 token",
     ),
@@ -563,6 +589,7 @@ fn own_hmac_key_set(jwk: &Value) -> KeySet {
         issuer: Arc::new(IssuerPolicy {
             iss: "https://gateway.example".into(),
             audiences: vec!["https://api.example".into()],
+            accept_high_s: false,
         }),
     }])
 }
@@ -696,6 +723,7 @@ fn every_wycheproof_key_set_case_gets_the_expected_verdict() {
     let policy = Arc::new(IssuerPolicy {
         iss: "https://idp.example".into(),
         audiences: vec!["https://api.example".into()],
+        accept_high_s: false,
     });
     let algs = issuer_algs();
     let mut checked = 0;
@@ -810,6 +838,7 @@ fn a_jwks_rsa_key_with_the_roca_weakness_is_never_used() {
     let policy = Arc::new(IssuerPolicy {
         iss: "https://idp.example".into(),
         audiences: vec!["https://api.example".into()],
+        accept_high_s: false,
     });
     let (set, skipped) = parse_jwks(
         group["public"].to_string().as_bytes(),

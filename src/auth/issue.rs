@@ -148,6 +148,8 @@ impl TokenIssuer {
         }
         let token = jsonwebtoken::encode(&self.header, &claims, &self.key)
             .map_err(|e| IssueError(e.to_string()))?;
+        // The verifier accepts only the low-s form of an ECDSA signature.
+        let token = super::ecdsa::low_s_token(self.header.alg, &token);
         Ok(Issued {
             token,
             jti,

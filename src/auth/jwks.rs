@@ -49,6 +49,9 @@ pub struct TrustedIssuerSettings {
     pub refresh: Duration,
     /// An extra trust root (PEM) for a private identity provider.
     pub ca_file: Option<PathBuf>,
+    /// Let through ECDSA signatures with a high `s`, for a signer that does
+    /// not normalise them (see [`super::ecdsa`]).
+    pub accept_high_s: bool,
 }
 
 /// Why a JWKS could not be had.
@@ -109,6 +112,7 @@ impl TrustedIssuer {
             policy: Arc::new(IssuerPolicy {
                 iss: settings.iss.clone(),
                 audiences: settings.audiences.clone(),
+                accept_high_s: settings.accept_high_s,
             }),
             keys: ArcSwap::from_pointee(KeySet::default()),
             client,

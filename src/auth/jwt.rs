@@ -111,6 +111,10 @@ pub struct IssuerPolicy {
     pub iss: String,
     /// `aud` must contain one of these.
     pub audiences: Vec<String>,
+    /// Let through ES256/ES384 signatures with a high `s` (see
+    /// [`super::ecdsa`]): for trusted issuers whose signers do not
+    /// normalise. Never for the gateway's own keys.
+    pub accept_high_s: bool,
 }
 
 /// A key that verifies tokens of one issuer with one algorithm.
@@ -376,6 +380,16 @@ pub fn verify_signature(
     key: &DecodingKey,
     alg: Algorithm,
 ) -> Result<(), Rejection> {
+    check_signature(parsed, key, alg, false)
+}
+
+/// [`verify_signature`], with the key's issuer's policy on high-`s` ECDSA.
+fn check_signature(
+    parsed: &ParsedToken<'_>,
+    key: &DecodingKey,
+    alg: Algorithm,
+    accept_high_s: bool,
+) -> Result<(), Rejection> {
     if parsed.alg != alg {
         return Err(reject(
             Reason::AlgNotAllowed,
@@ -385,7 +399,13 @@ pub fn verify_signature(
     // Strictness: payload and signature must be canonical base64url before
     // anything is checked, so no two encodings of one token both verify.
     decode_segment(parsed.payload)?;
-    decode_segment(parsed.signature)?;
+    let signature = decode_segment(parsed.signature)?;
+    if !accept_high_s && super::ecdsa::has_high_s(alg, &signature) {
+        return Err(reject(
+            Reason::SignatureInvalid,
+            "ECDSA signature with a high s (only the low-s form is accepted)",
+        ));
+    }
     match jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), key, alg)
     {
         Ok(true) => Ok(()),
@@ -400,7 +420,7 @@ pub fn verify_signature_in(
     set: &KeySet,
 ) -> Result<Arc<VerifyingKey>, Rejection> {
     let key = select_key(&[set], parsed, None)?;
-    verify_signature(parsed, &key.key, key.alg)?;
+    check_signature(parsed, &key.key, key.alg, key.issuer.accept_high_s)?;
     Ok(key)
 }
 
@@ -484,7 +504,7 @@ pub fn verify(
     };
     let fail = |r: Rejection| (r, unverified.clone());
     let key = select_key(sets, &parsed, unverified.iss.as_deref()).map_err(fail)?;
-    verify_signature(&parsed, &key.key, key.alg).map_err(fail)?;
+    check_signature(&parsed, &key.key, key.alg, key.issuer.accept_high_s).map_err(fail)?;
     let claims = match unverified_claims {
         Some(claims) => claims,
         None => {

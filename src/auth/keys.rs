@@ -241,6 +241,7 @@ pub fn public_from_bytes(alg: Algorithm, bytes: &[u8]) -> Result<DecodingKey, Pu
         let policy = std::sync::Arc::new(super::jwt::IssuerPolicy {
             iss: String::new(),
             audiences: Vec::new(),
+            accept_high_s: false,
         });
         let key = super::jwk::check_key(&jwk, &policy, &[alg])?;
         return Ok(key.key);

@@ -5,6 +5,7 @@
 //! - [`jwk`]: JSON Web Keys checked before use;
 //! - [`jwks`]: trusted issuers and their remote key sets;
 //! - [`jwt`]: the pure verification function;
+//! - [`ecdsa`]: one encoding per ECDSA signature (low `s`);
 //! - [`authenticator`]: verification with a cache, revocation, JWKS refetch;
 //! - [`layer`]: the JWT layer of jwt routes;
 //! - [`rejection`]: the bearer token read, and the RFC 6750 answers;
@@ -30,6 +31,7 @@
 pub mod alg;
 pub mod authenticator;
 mod cache_admission;
+pub mod ecdsa;
 pub mod forward;
 pub mod issue;
 pub mod jwk;

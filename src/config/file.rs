@@ -159,6 +159,8 @@ pub(crate) struct TrustedIssuerFile {
     pub algs: Vec<String>,
     pub refresh: Option<String>,
     pub ca_file: Option<String>,
+    #[serde(default)]
+    pub accept_high_s: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

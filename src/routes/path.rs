@@ -5,7 +5,11 @@
 //! slashes collapse, and `.`/`..` segments are resolved. Matching and the
 //! upstream both use that one normalised path, so no part of the gateway reads
 //! a path differently from another. An encoded slash (`%2F`), an encoded NUL,
-//! a broken escape or a `..` that climbs above the root is rejected.
+//! a broken escape, a `..` that climbs above the root, a backslash, a `;`
+//! (raw or encoded: Java servers strip `;` path parameters), a raw byte
+//! outside ASCII and a double encoding (`%25` + two hex digits) are rejected
+//! (SPEC §2, §16): each is a way to make an upstream read a path other than
+//! the one that was matched.
 
 use std::borrow::Cow;
 
@@ -27,11 +31,23 @@ pub enum PathError {
     /// A `..` segment climbs above `/`.
     #[error("the path climbs above the root with '..'")]
     AboveRoot,
-    /// A backslash, or a `.`/`..` segment with `;` parameters: some upstreams
-    /// (IIS, Tomcat) read these as separators or dot segments, so the path
-    /// they see would not be the path that was matched.
-    #[error("the path contains a backslash or a dot segment with parameters")]
+    /// A backslash: some upstreams (IIS) read it as a separator, so the
+    /// path they see would not be the path that was matched.
+    #[error("the path contains a backslash")]
     Ambiguous,
+    /// A `;` (raw or `%3B`): Tomcat, Jetty and Spring strip `;…` path
+    /// parameters, so `/admin;x/y` would match one route here and be served
+    /// as `/admin/y` there.
+    #[error("the path contains a ';' (path parameters are not accepted)")]
+    Parameters,
+    /// A raw byte outside ASCII: upstreams decode it in different charsets.
+    /// Non-ASCII characters are sent percent-encoded.
+    #[error("the path contains a raw byte outside ASCII (send it percent-encoded)")]
+    NonAscii,
+    /// `%25` followed by two hex digits: an upstream that decodes once more
+    /// would see a character (`%252e` → `%2e` → `.`) this gateway never matched.
+    #[error("the path is percent-encoded twice (%25 followed by two hex digits)")]
+    DoubleEncoded,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -62,8 +78,22 @@ fn is_already_normal(path: &str) -> bool {
     !path.contains("//")
 }
 
+/// Bytes refused wherever they stand: `;` and anything outside ASCII.
+fn refuse_bytes(raw: &str) -> Result<(), PathError> {
+    for &b in raw.as_bytes() {
+        if b == b';' {
+            return Err(PathError::Parameters);
+        }
+        if !b.is_ascii() {
+            return Err(PathError::NonAscii);
+        }
+    }
+    Ok(())
+}
+
 /// Normalises a request path (without its query) as described in the module docs.
 pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    refuse_bytes(raw)?;
     if is_already_normal(raw) {
         return Ok(Cow::Borrowed(raw));
     }
@@ -90,6 +120,14 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
             Some(b'/') => return Err(PathError::EncodedSlash),
             Some(0) => return Err(PathError::EncodedNul),
             Some(b'\\') => return Err(PathError::Ambiguous),
+            Some(b';') => return Err(PathError::Parameters),
+            Some(b'%')
+                if escape
+                    .get(at + 3..at + 5)
+                    .is_some_and(|next| next.iter().all(|&b| hex_value(b).is_some())) =>
+            {
+                return Err(PathError::DoubleEncoded);
+            }
             Some(v) if is_unreserved(v) => decoded.push(char::from(v)),
             Some(v) => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -173,9 +211,18 @@ mod tests {
             ("api", Err(PathError::NotAbsolute)),
             ("/api\\..\\admin", Err(PathError::Ambiguous)),
             ("/api/%5C../admin", Err(PathError::Ambiguous)),
-            ("/api/..;/admin", Err(PathError::Ambiguous)),
-            ("/api/.;x/admin", Err(PathError::Ambiguous)),
-            ("/api/a;b/c", Ok("/api/a;b/c")),
+            ("/api/..;/admin", Err(PathError::Parameters)),
+            ("/api/.;x/admin", Err(PathError::Parameters)),
+            ("/api/a;b/c", Err(PathError::Parameters)),
+            ("/prot;/x", Err(PathError::Parameters)),
+            ("/prot;jsessionid=1/x", Err(PathError::Parameters)),
+            ("/prot%3Bx/x", Err(PathError::Parameters)),
+            ("/prot%3bx/x", Err(PathError::Parameters)),
+            ("/caf\u{e9}", Err(PathError::NonAscii)),
+            ("/x/%252e%252e/admin", Err(PathError::DoubleEncoded)),
+            ("/x/%2541", Err(PathError::DoubleEncoded)),
+            ("/x/100%25", Ok("/x/100%25")),
+            ("/x/%25zz", Ok("/x/%25zz")),
             ("/api/...", Ok("/api/...")),
         ];
         for (raw, expected) in cases {

@@ -257,6 +257,8 @@ impl Persistent {
                 let policy = Arc::new(IssuerPolicy {
                     iss: issuer.iss.clone(),
                     audiences: issuer.audiences.clone(),
+                    // The gateway signs its own tokens with the low s.
+                    accept_high_s: false,
                 });
                 config
                     .keys

@@ -1061,6 +1061,8 @@ impl TestKey {
         let input = format!("{}.{}", encode(header), encode(claims));
         let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.alg)
             .expect("the key signs");
+        // ECDSA in the one form the gateway accepts (SPEC §16).
+        let signature = warden::auth::ecdsa::low_s_segment(self.alg, &signature);
         format!("{input}.{signature}")
     }
 

@@ -325,6 +325,7 @@ pub(super) fn build_trusted_issuers(
                 algs,
                 refresh,
                 ca_file,
+                accept_high_s: file.accept_high_s,
             });
         }
     }
