@@ -18,9 +18,8 @@ const AUD: &str = "orders-api";
 
 /// The order of the P-256 group, big-endian.
 const P256_ORDER: [u8; 32] = [
-    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-    0xff, 0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63,
-    0x25, 0x51,
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51,
 ];
 
 /// The other valid encoding of an ES256 token's signature: `(r, n − s)`.
@@ -121,7 +120,11 @@ async fn the_high_s_twin_of_a_valid_es256_token_is_refused() {
         refused.json()["error_description"],
         "ECDSA signature with a high s (only the low-s form is accepted)"
     );
-    assert_eq!(upstream.heads().len(), 1, "the twin never reached the upstream");
+    assert_eq!(
+        upstream.heads().len(),
+        1,
+        "the twin never reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +140,9 @@ async fn tokens_the_gateway_issues_are_always_in_the_low_s_form() {
     // Random nonces give a high s half of the time: 64 tokens all low.
     for i in 0..64 {
         let token = warden::cli::token(&config, &format!("user-{i}"), "a", None).unwrap();
-        let signature = URL_SAFE_NO_PAD.decode(token.rsplit('.').next().unwrap()).unwrap();
+        let signature = URL_SAFE_NO_PAD
+            .decode(token.rsplit('.').next().unwrap())
+            .unwrap();
         assert!(
             !warden::auth::ecdsa::has_high_s(Algorithm::ES256, &signature),
             "token {i} was issued with a high s"

@@ -16,6 +16,7 @@ pub(crate) struct ServerFile {
     pub shutdown_grace: Option<String>,
     pub request_timeout: Option<String>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub max_header_bytes: Option<u64>,
     pub max_body_bytes: Option<u64>,

@@ -105,6 +105,9 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in flight
+    /// (HTTP/2 pings are not requests).
+    pub idle_timeout: Duration,
     /// How long connecting to an upstream may take.
     pub connect_timeout: Duration,
     /// The largest request header section accepted (431 above).
@@ -129,6 +132,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,

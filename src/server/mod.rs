@@ -8,6 +8,7 @@
 //! on one port) with the header limits and the header read timeout.
 
 pub mod admin;
+mod connections;
 mod deadline;
 pub mod generation;
 pub mod limits;
@@ -24,7 +25,6 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use prometheus::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tower::Service as _;
@@ -37,6 +37,7 @@ use crate::config::{Config, ServerSettings};
 use crate::extensions::ConnectInfo;
 use crate::metrics::Metrics;
 use admin::Admin;
+use connections::{Admission, Connections, Tracked};
 use deadline::FirstByteDeadline;
 use generation::{Live, Persistent, Reloader};
 
@@ -268,7 +269,6 @@ impl Gateway {
     /// Serves until `shutdown` resolves, then drains for up to `shutdown_grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let builder = Arc::new(connection_builder(&self.settings));
-        let graceful = GracefulShutdown::new();
         let local = self.local_addr().ok();
         let admin = Admin::new(
             self.persistent.metrics.clone(),
@@ -282,24 +282,23 @@ impl Gateway {
             tls = self.settings.tls.is_some(),
             "listening"
         );
-        // The admin listener has its own task, so it keeps answering (with
-        // /readyz at 503) while client connections drain.
+        // The admin listener has its own task and its own connection limit,
+        // so it keeps answering (with /readyz at 503) while client
+        // connections drain, and client connections cannot crowd it out.
         let admin_task = tokio::spawn(serve_admin(
             self.admin_listener,
             admin.clone(),
             builder.clone(),
+            Connections::new(ADMIN_MAX_CONNECTIONS, self.settings.idle_timeout),
             self.settings.header_read_timeout,
         ));
-        // Beyond max_connections, new connections wait in the listen queue.
-        let slots = Arc::new(tokio::sync::Semaphore::new(self.settings.max_connections));
+        // At max_connections the connection idle the longest makes room;
+        // when all are busy, new ones wait in the listen queue.
+        let connections =
+            Connections::new(self.settings.max_connections, self.settings.idle_timeout);
         let handshake_timeout = self.settings.header_read_timeout;
         tokio::pin!(shutdown);
         loop {
-            let slot = tokio::select! {
-                () = &mut shutdown => None,
-                slot = slots.clone().acquire_owned() => slot.ok(),
-            };
-            let Some(slot) = slot else { break };
             let accepted = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => accepted,
@@ -307,20 +306,25 @@ impl Gateway {
             let Some((stream, remote)) = accepted_or_log(accepted).await else {
                 continue;
             };
+            let admission = tokio::select! {
+                () = &mut shutdown => break,
+                admission = connections.admit() => admission,
+            };
             let tls = self.live.tls.load_full();
             let info = ConnectInfo::new(remote, local.unwrap_or(remote), tls.is_some());
             let service = ConnectionService::new(self.live.clone(), info);
             match tls {
                 None => serve_connection(
                     &builder,
-                    Some(&graceful),
+                    &connections,
+                    admission,
                     FirstByteDeadline::new(stream, handshake_timeout),
                     service,
-                    Some(slot),
                 ),
                 Some(acceptor) => serve_tls_connection(
                     &builder,
-                    &graceful,
+                    &connections,
+                    admission,
                     TlsHandshake {
                         acceptor,
                         timeout: handshake_timeout,
@@ -328,19 +332,19 @@ impl Gateway {
                     },
                     stream,
                     service,
-                    slot,
                 ),
             }
         }
         admin.readiness().wait_for("shutting down");
         drop(self.listener);
-        let open = graceful.count();
+        let open = connections.count();
         tracing::info!(
             open_connections = open,
             grace_ms = self.settings.shutdown_grace.as_millis() as u64,
             "shutting down: no new connections; draining in-flight requests"
         );
-        match tokio::time::timeout(self.settings.shutdown_grace, graceful.shutdown()).await {
+        connections.close_all();
+        match tokio::time::timeout(self.settings.shutdown_grace, connections.drained()).await {
             Ok(()) => tracing::info!("all connections drained"),
             Err(_) => {
                 tracing::warn!("shutdown grace period over; closing the remaining connections")
@@ -366,11 +370,11 @@ struct TlsHandshake {
 /// Completes the TLS handshake, then serves the connection like any other.
 fn serve_tls_connection<S>(
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: &GracefulShutdown,
+    connections: &Connections,
+    admission: Admission,
     handshake: TlsHandshake,
     stream: TcpStream,
     service: S,
-    slot: tokio::sync::OwnedSemaphorePermit,
 ) where
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
         + Send
@@ -379,9 +383,8 @@ fn serve_tls_connection<S>(
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = builder.clone();
-    let watcher = graceful.watcher();
+    let connections = connections.clone();
     tokio::spawn(async move {
-        let _slot = slot;
         let TlsHandshake {
             acceptor,
             timeout,
@@ -391,7 +394,7 @@ fn serve_tls_connection<S>(
             Ok(Ok(tls_stream)) => {
                 // The request must start as promptly after the handshake.
                 let io = FirstByteDeadline::new(tls_stream, timeout);
-                drive(&builder, Some(watcher), io, service).await;
+                drive(&builder, &connections, admission, io, service).await;
             }
             Ok(Err(err)) => tracing::debug!(error = %err, %remote, "TLS handshake failed"),
             Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -404,29 +407,27 @@ async fn serve_admin(
     listener: TcpListener,
     admin: Admin,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    connections: Connections,
     first_byte: Duration,
 ) {
-    // The admin listener is for operators and scrapers: a few connections.
-    let slots = Arc::new(tokio::sync::Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let Some((stream, _)) = accepted_or_log(listener.accept().await).await else {
             continue;
         };
+        let admission = connections.admit().await;
         let stream = FirstByteDeadline::new(stream, first_byte);
         let admin = admin.clone();
         let service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let admin = admin.clone();
             async move { admin.handle(request).await }
         });
-        serve_connection(&builder, None, stream, service, Some(slot));
+        serve_connection(&builder, &connections, admission, stream, service);
     }
 }
 
-/// Open connections the admin listener serves at once.
-const ADMIN_MAX_CONNECTIONS: usize = 256;
+/// Open connections the admin listener serves at once: operators and
+/// scrapers need a few, and idle ones make room for a probe.
+const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 fn display_addr(addr: Option<SocketAddr>) -> String {
     addr.map_or_else(|| "?".into(), |a| a.to_string())
@@ -472,10 +473,10 @@ async fn accepted_or_log(
 
 fn serve_connection<I, S>(
     builder: &Arc<auto::Builder<TokioExecutor>>,
-    graceful: Option<&GracefulShutdown>,
+    connections: &Connections,
+    admission: Admission,
     stream: I,
     service: S,
-    slot: Option<tokio::sync::OwnedSemaphorePermit>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
@@ -485,18 +486,19 @@ fn serve_connection<I, S>(
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let builder = builder.clone();
-    let watcher = graceful.map(GracefulShutdown::watcher);
+    let connections = connections.clone();
     tokio::spawn(async move {
-        let _slot = slot;
-        drive(&builder, watcher, stream, service).await;
+        drive(&builder, &connections, admission, stream, service).await;
     });
 }
 
-/// Serves one connection, plain or TLS, to its end; with a `watcher`, a
-/// graceful shutdown lets its in-flight requests finish first.
+/// Serves one connection, plain or TLS, to its end: closed when idle too
+/// long or when asked to (at the limit, at shutdown, after in-flight
+/// requests finish); its place is given back when it ends.
 async fn drive<I, S>(
     builder: &auto::Builder<TokioExecutor>,
-    watcher: Option<Watcher>,
+    connections: &Connections,
+    admission: Admission,
     io: I,
     service: S,
 ) where
@@ -507,11 +509,11 @@ async fn drive<I, S>(
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let activity = admission.activity();
+    let service = Tracked::new(service, activity.clone());
     let connection = builder.serve_connection(TokioIo::new(io), service);
-    let ended = match watcher {
-        Some(watcher) => watcher.watch(connection).await,
-        None => connection.await,
-    };
+    let ended = connections.drive(&activity, connection).await;
+    drop(admission);
     if let Err(err) = ended {
         tracing::debug!(error = %err, "connection ended with an error");
     }

@@ -110,6 +110,12 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
             file.header_read_timeout.as_deref(),
             defaults.header_read_timeout,
         ),
+        idle_timeout: duration(
+            report,
+            &base.key("idle_timeout"),
+            file.idle_timeout.as_deref(),
+            defaults.idle_timeout,
+        ),
         connect_timeout: duration(
             report,
             &base.key("connect_timeout"),
