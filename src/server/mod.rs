@@ -9,6 +9,7 @@
 
 pub mod admin;
 mod deadline;
+pub mod framing;
 pub mod generation;
 pub mod limits;
 pub mod operator;
