@@ -66,14 +66,83 @@ impl BodyTooLarge {
     /// proxy walks the chain to tell "client sent too much" (413) apart from
     /// "upstream failed" (502).
     pub fn is_cause_of(error: &(dyn std::error::Error + 'static)) -> bool {
-        let mut current = Some(error);
-        while let Some(err) = current {
-            if err.is::<BodyTooLarge>() {
-                return true;
-            }
-            current = err.source();
+        in_source_chain::<BodyTooLarge>(error)
+    }
+}
+
+/// Reading the client's request body failed: chunked framing hyper refused
+/// (a bad chunk size, a missing CRLF), a body cut short, a reset.
+///
+/// [`FromClient`] marks every error of the body hyper read from the client
+/// with it, so that when the upstream client fails while sending that body,
+/// the proxy can tell the client's fault (400) from the upstream's (502).
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body could not be read")]
+pub struct ClientBodyError(#[source] BoxError);
+
+impl ClientBodyError {
+    /// Whether `error`, or any error in its `source()` chain, is a [`ClientBodyError`].
+    pub fn is_cause_of(error: &(dyn std::error::Error + 'static)) -> bool {
+        in_source_chain::<ClientBodyError>(error)
+    }
+}
+
+/// Whether `error` or one of its sources is an `E`: the upstream client and
+/// hyper each wrap the body error they hit, so it is never at the top.
+fn in_source_chain<E: std::error::Error + 'static>(
+    error: &(dyn std::error::Error + 'static),
+) -> bool {
+    let mut current = Some(error);
+    while let Some(err) = current {
+        if err.is::<E>() {
+            return true;
         }
-        false
+        current = err.source();
+    }
+    false
+}
+
+pin_project_lite::pin_project! {
+    /// The body hyper reads from the client, whose errors all become
+    /// [`ClientBodyError`]: whatever fails below this wrapper failed while
+    /// reading the client's bytes.
+    pub struct FromClient<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> FromClient<B> {
+    /// Wraps the body of a request as it came off the connection.
+    pub fn new(inner: B) -> Self {
+        Self { inner }
+    }
+}
+
+impl<B> http_body::Body for FromClient<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        self.project()
+            .inner
+            .poll_frame(cx)
+            .map(|frame| frame.map(|result| result.map_err(|err| ClientBodyError(err.into()))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -271,6 +340,25 @@ mod tests {
             .err()
             .map(|e| BodyTooLarge::is_cause_of(&*e));
         assert_eq!(err, Some(true));
+    }
+
+    /// What the upstream client does with a body error: wraps it, as its source.
+    #[derive(Debug, thiserror::Error)]
+    #[error("sending the request failed")]
+    struct SendFailed(#[source] BoxError);
+
+    #[tokio::test]
+    async fn a_client_body_error_is_found_under_the_errors_that_wrap_it() {
+        let failing: Vec<Result<Frame<Bytes>, BoxError>> = vec![Err("invalid chunk size".into())];
+        let body = FromClient::new(StreamBody::new(futures_util::stream::iter(failing)));
+        let err = body.collect().await.err().map(|e| {
+            let wrapped = SendFailed(Box::new(e));
+            (
+                ClientBodyError::is_cause_of(&wrapped),
+                BodyTooLarge::is_cause_of(&wrapped),
+            )
+        });
+        assert_eq!(err, Some((true, false)));
     }
 
     #[tokio::test]

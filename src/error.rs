@@ -42,6 +42,11 @@ pub enum ErrorCode {
     NotFound,
     /// A route matches the path, but not the method.
     MethodNotAllowed,
+    /// The request's framing is broken (SPEC §16): a `Transfer-Encoding`
+    /// other than exactly `chunked`, or a body that is not what its framing
+    /// says (a bad chunk size, a missing CRLF, cut short). The client's
+    /// fault, never the upstream's. Its wire code is `bad_request`.
+    BadFraming,
     /// The request body is larger than `max_body_bytes`.
     PayloadTooLarge,
     /// The request headers are larger than `max_header_bytes`.
@@ -62,6 +67,7 @@ impl ErrorCode {
     pub fn fault(self) -> Fault {
         match self {
             ErrorCode::BadRequest
+            | ErrorCode::BadFraming
             | ErrorCode::NotFound
             | ErrorCode::MethodNotAllowed
             | ErrorCode::PayloadTooLarge
@@ -77,7 +83,7 @@ impl ErrorCode {
     /// 504 for the upstream's, 500 for the gateway's.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest | ErrorCode::BadFraming => StatusCode::BAD_REQUEST,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -92,6 +98,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "invalid_request",
+            ErrorCode::BadFraming => "bad_request",
             ErrorCode::NotFound => "not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -262,8 +269,9 @@ where
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 9] = [
+    const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
+        ErrorCode::BadFraming,
         ErrorCode::NotFound,
         ErrorCode::MethodNotAllowed,
         ErrorCode::PayloadTooLarge,

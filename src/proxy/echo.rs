@@ -5,7 +5,7 @@
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 
-use crate::body::{self, Body, BodyTooLarge};
+use crate::body::{self, Body, BodyTooLarge, ClientBodyError};
 use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
 
@@ -26,6 +26,13 @@ pub async fn respond(request: Request<Body>) -> Response<Body> {
             Err(err) if BodyTooLarge::is_cause_of(&*err) => {
                 return GatewayError::new(ErrorCode::PayloadTooLarge, err.to_string())
                     .into_response(key.as_ref());
+            }
+            Err(err) if ClientBodyError::is_cause_of(&*err) => {
+                return GatewayError::new(
+                    ErrorCode::BadFraming,
+                    "the request body does not match its framing",
+                )
+                .into_response(key.as_ref());
             }
             Err(_) => {
                 return GatewayError::new(

@@ -7,7 +7,8 @@
 //! keep-alive [`UpstreamClient`] shared by all routes. Bodies stream both
 //! ways. Failures become responses: refused/reset → 502 `bad_gateway`,
 //! no answer within the route's timeout → 504 `upstream_timeout`, a request
-//! body that grew past `max_body_bytes` while streaming → 413.
+//! body that grew past `max_body_bytes` while streaming → 413, a request
+//! body the client framed wrong or cut short → 400 `bad_request`.
 //!
 //! It reads [`ExecutionKey`] from the request extensions and writes
 //! [`UpstreamTiming`] into the response extensions.
@@ -27,7 +28,7 @@ use http::{Request, Response, Uri, Version};
 use tower::Service;
 
 use crate::access_log::UpstreamTiming;
-use crate::body::{self, Body, BodyTooLarge};
+use crate::body::{self, Body, BodyTooLarge, ClientBodyError};
 use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
 
@@ -281,6 +282,19 @@ impl Service<Request<Body>> for Proxy {
                         "the request body is larger than the gateway accepts",
                     )
                     .into_response(key.as_ref()));
+                }
+                // The client's body broke while it streamed upstream (a bad
+                // chunk, cut short): hyper-util reports a failed send, but the
+                // upstream did nothing wrong, so the target is not marked failed.
+                Ok(Err(err)) if ClientBodyError::is_cause_of(&err) => {
+                    tracing::debug!(error = %error_chain(&err), "the client's request body could not be read");
+                    let mut response = GatewayError::new(
+                        ErrorCode::BadFraming,
+                        "the request body does not match its framing",
+                    )
+                    .into_response(key.as_ref());
+                    response.extensions_mut().insert(UpstreamTiming(elapsed));
+                    return Ok(response);
                 }
                 Ok(Err(err)) => {
                     if err.is_connect() {

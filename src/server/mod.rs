@@ -10,6 +10,7 @@
 pub mod admin;
 mod connections;
 mod deadline;
+pub mod framing;
 pub mod generation;
 pub mod limits;
 pub mod operator;

@@ -14,6 +14,7 @@ use http::{HeaderName, Request};
 use tower::ServiceBuilder;
 use tower::util::{BoxCloneSyncService, Either};
 
+use super::framing::RequestFramingLayer;
 use super::limits::RequestLimitsLayer;
 use super::request_deadline::{RequestDeadline, RequestDeadlineLayer};
 use crate::access_log::{AccessLogLayer, MatchedRoute};
@@ -77,6 +78,10 @@ pub fn build(config: &Config, parts: &Components) -> GatewayStack {
         .layer(AccessLogLayer::new(parts.metrics.clone()))
         // Inside the access log: a panic becomes a 500 that is logged and counted.
         .layer(CatchPanicLayer)
+        // One framing only, before anything reads the body; outside the
+        // limits, so only hyper's reading of the client's bytes is marked
+        // as the client's fault and the limit's 413 stays a 413.
+        .layer(RequestFramingLayer)
         // Cheap size checks before any path parsing or crypto.
         .layer(RequestLimitsLayer::new(
             config.server.max_header_bytes,
