@@ -375,12 +375,23 @@ impl Case {
         }
         // http's URI parser takes visible ASCII but `"`, `<`, `>`, `\`, `^`,
         // `` ` ``, `{`, `|`, `}`; it takes bytes above 0x7F too, and
-        // anything after a `#` (a fragment, which it drops). Raw non-ASCII
-        // is still proxied: SPEC §16's 400 for it belongs to the path rules,
-        // and when they land, "International in URI" joins this list.
+        // anything after a `#` (a fragment, which it drops).
         let uri_ok = |b: &u8| *b >= 0x80 || b.is_ascii_graphic() && !b"\"<>\\^`{|}".contains(b);
         if self.uri.is_empty() || !self.target_sent().iter().all(uri_ok) {
             return Some("hyper: a request target that is not a URI");
+        }
+        // SPEC §16's path rules: `;`, raw non-ASCII, double encoding.
+        let target = self.target_sent();
+        let path = target.split(|&b| b == b'?').next().unwrap_or(&[]);
+        let double_encoded = path.windows(5).any(|w| {
+            w[0] == b'%'
+                && w[1] == b'2'
+                && w[2] == b'5'
+                && w[3].is_ascii_hexdigit()
+                && w[4].is_ascii_hexdigit()
+        });
+        if path.iter().any(|&b| b == b';' || b >= 0x80) || double_encoded {
+            return Some("SPEC §16: a path with ';', raw non-ASCII or double encoding");
         }
         None
     }
