@@ -327,7 +327,20 @@ pub fn credential_store(
         .as_ref()
         .ok_or(CliError::NotConfigured("[credentials] section"))?;
     let key = MasterKey::load(&settings.master_key)?;
-    Ok(Store::new(settings.store.clone(), key))
+    let store = Store::new(settings.store.clone(), key);
+    // As at the gateway's start: copies of the store that an interrupted
+    // write left behind hold its secrets, so they go at the first chance.
+    match store.remove_leftovers() {
+        Ok(0) => {}
+        Ok(removed) => eprintln!(
+            "removed {removed} temporary cop{} of the credential store left by an interrupted write",
+            if removed == 1 { "y" } else { "ies" }
+        ),
+        Err(err) => {
+            eprintln!("warning: cannot remove temporary copies of the credential store: {err}")
+        }
+    }
+    Ok(store)
 }
 
 /// `warden credentials init`: creates an empty store under a new master

@@ -60,6 +60,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// A bug in the gateway (a caught panic, an impossible state).
     Internal,
+    /// The audit log cannot be written and `[audit] on_failure = "refuse"`:
+    /// a request that presents a token is not served unaudited.
+    AuditUnavailable,
 }
 
 impl ErrorCode {
@@ -75,12 +78,13 @@ impl ErrorCode {
             ErrorCode::BadGateway | ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => {
                 Fault::Upstream
             }
-            ErrorCode::Internal => Fault::Gateway,
+            ErrorCode::Internal | ErrorCode::AuditUnavailable => Fault::Gateway,
         }
     }
 
     /// The HTTP status of this error: a 4xx for the client's faults, 502 or
-    /// 504 for the upstream's, 500 for the gateway's.
+    /// 504 for the upstream's, 500 for the gateway's (503 when the gateway
+    /// refuses to serve unaudited, which a client may retry).
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::BadFraming => StatusCode::BAD_REQUEST,
@@ -91,6 +95,7 @@ impl ErrorCode {
             ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -106,6 +111,7 @@ impl ErrorCode {
             ErrorCode::BadGateway => "bad_gateway",
             ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => "upstream_timeout",
             ErrorCode::Internal => "internal_error",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
         }
     }
 }
@@ -269,7 +275,7 @@ where
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 10] = [
+    const ALL: [ErrorCode; 11] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFraming,
         ErrorCode::NotFound,
@@ -280,6 +286,7 @@ mod tests {
         ErrorCode::UpstreamTimeout,
         ErrorCode::RequestTimeout,
         ErrorCode::Internal,
+        ErrorCode::AuditUnavailable,
     ];
 
     #[test]
@@ -292,7 +299,13 @@ mod tests {
                     status == StatusCode::BAD_GATEWAY || status == StatusCode::GATEWAY_TIMEOUT,
                     "{code:?}"
                 ),
-                Fault::Gateway => assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR),
+                // 503 only when the gateway refuses to serve unaudited.
+                Fault::Gateway => assert!(
+                    status == StatusCode::INTERNAL_SERVER_ERROR
+                        || (code == ErrorCode::AuditUnavailable
+                            && status == StatusCode::SERVICE_UNAVAILABLE),
+                    "{code:?}"
+                ),
             }
         }
     }

@@ -9,6 +9,14 @@
 //! writes one `token_use` event for every request that presented a token,
 //! accepted or not. [`TokenUse`] is the one builder of that event; the admin
 //! listener, which has no route stack, writes it directly.
+//!
+//! With `[audit] on_failure = "refuse"`, while the audit log cannot be
+//! written ([`AuditLog::is_healthy`]), a request that presents a token is
+//! answered here, before auth: 503 `audit_unavailable` with the execution
+//! key, so no token is checked or used without a record. Its own
+//! `token_use` event (`reason = "audit_unavailable"`) is still sent: it is
+//! the write that finds the sink working again. Requests without a token
+//! pass untouched.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -22,9 +30,10 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use prometheus::{IntCounter, IntCounterVec};
 use tower::{Layer, Service};
 
-use crate::audit::AuditLog;
-use crate::auth::{AuthOutcome, Principal, Reason};
+use crate::audit::{AuditLog, OnFailure};
+use crate::auth::{AuthOutcome, Principal, Reason, bearer_token};
 use crate::body::Body;
+use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
 use crate::extensions::ConnectInfo;
 use crate::metrics::Metrics;
@@ -45,7 +54,7 @@ pub struct TokenUse<'a> {
     /// The status answered.
     pub status: StatusCode,
     /// Why it was denied; `None` when allowed.
-    pub denied: Option<Reason>,
+    pub denied: Option<Refusal>,
     /// When the request reached the auth decision.
     pub started: Instant,
 }
@@ -92,11 +101,59 @@ impl TokenUse<'_> {
             } else {
                 "allow"
             },
-            reason: self.denied.map_or("ok", Reason::as_str),
+            reason: self.denied.map_or("ok", Refusal::as_str),
             client_ip: self.client_ip,
             latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
         });
     }
+}
+
+/// Why a token use was denied: by auth, or because it could not be audited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Auth refused the token.
+    Auth(Reason),
+    /// `[audit] on_failure = "refuse"` while the audit log cannot be written.
+    AuditUnavailable,
+}
+
+impl Refusal {
+    /// The stable reason code, in metrics and audit events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Auth(reason) => reason.as_str(),
+            Refusal::AuditUnavailable => "audit_unavailable",
+        }
+    }
+}
+
+impl From<Reason> for Refusal {
+    fn from(reason: Reason) -> Self {
+        Refusal::Auth(reason)
+    }
+}
+
+/// Whether a request with `headers` must be refused unaudited: the policy
+/// is refuse, the audit log is failing, and the request presents a token
+/// (a bearer token, or something in `Authorization` that auth would judge;
+/// exactly the requests that get a `token_use` event).
+pub fn refuse_unaudited(
+    on_failure: OnFailure,
+    audit: &AuditLog,
+    headers: &http::HeaderMap,
+) -> bool {
+    on_failure == OnFailure::Refuse
+        && !audit.is_healthy()
+        && !matches!(bearer_token(headers), Err(r) if r.reason == Reason::MissingToken)
+}
+
+/// The answer to a request refused by [`refuse_unaudited`].
+pub fn audit_unavailable(key: Option<&ExecutionKey>) -> Response<Body> {
+    GatewayError::new(
+        ErrorCode::AuditUnavailable,
+        "the audit log cannot be written; requests with a token are refused until it can",
+    )
+    .into_response(key)
 }
 
 /// Scopes as one space-separated string (RFC 6749 §3.3), written straight
@@ -140,32 +197,44 @@ pub struct TokenUseLayer {
 struct Observer {
     route: Arc<str>,
     audit: AuditLog,
+    on_failure: OnFailure,
     decisions: Option<DecisionCounters>,
 }
 
 impl TokenUseLayer {
     /// For a jwt route: audits and counts its decisions.
-    pub fn for_route(route: &str, metrics: &Metrics, audit: AuditLog) -> Self {
+    pub fn for_route(
+        route: &str,
+        metrics: &Metrics,
+        audit: AuditLog,
+        on_failure: OnFailure,
+    ) -> Self {
         let decisions = DecisionCounters {
             family: metrics.auth_decisions.clone(),
             allowed: metrics
                 .auth_decisions
                 .with_label_values(&[route, "allow", "ok"]),
         };
-        Self::new(route, audit, Some(decisions))
+        Self::new(route, audit, on_failure, Some(decisions))
     }
 
     /// For a built-in endpoint: audits only (its decisions are not the
     /// routes' auth decisions).
-    pub fn for_endpoint(route: &str, audit: AuditLog) -> Self {
-        Self::new(route, audit, None)
+    pub fn for_endpoint(route: &str, audit: AuditLog, on_failure: OnFailure) -> Self {
+        Self::new(route, audit, on_failure, None)
     }
 
-    fn new(route: &str, audit: AuditLog, decisions: Option<DecisionCounters>) -> Self {
+    fn new(
+        route: &str,
+        audit: AuditLog,
+        on_failure: OnFailure,
+        decisions: Option<DecisionCounters>,
+    ) -> Self {
         Self {
             inner: Arc::new(Observer {
                 route: route.into(),
                 audit,
+                on_failure,
                 decisions,
             }),
         }
@@ -223,21 +292,46 @@ where
                 .get::<ConnectInfo>()
                 .map(|c| c.remote.ip()),
         };
+        let observer = self.observer.clone();
+        if refuse_unaudited(observer.on_failure, &observer.audit, request.headers()) {
+            // Answered before auth: the token is neither checked nor used.
+            let response = audit_unavailable(facts.key.as_ref());
+            observer.record_refusal(&facts, response.status());
+            return TokenUseFuture {
+                state: State::Refused {
+                    response: Some(response),
+                },
+                facts: None,
+                observer,
+            };
+        }
         TokenUseFuture {
-            inner: self.inner.call(request),
+            state: State::Inner {
+                future: self.inner.call(request),
+            },
             facts: Some(facts),
-            observer: self.observer.clone(),
+            observer,
         }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The inner response, observed when it arrives.
+    /// The inner response, observed when it arrives (or the refusal).
     pub struct TokenUseFuture<F> {
         #[pin]
-        inner: F,
+        state: State<F>,
         facts: Option<RequestFacts>,
         observer: Arc<Observer>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        /// The inner service is answering.
+        Inner { #[pin] future: F },
+        /// Refused unaudited; taken at the first poll.
+        Refused { response: Option<Response<Body>> },
     }
 }
 
@@ -249,7 +343,17 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let Ok(response) = std::task::ready!(this.inner.poll(cx));
+        let future = match this.state.project() {
+            StateProj::Inner { future } => future,
+            StateProj::Refused { response } => {
+                return match response.take() {
+                    Some(response) => Poll::Ready(Ok(response)),
+                    // Polled after completion: a bug of the caller's.
+                    None => Poll::Ready(Ok(audit_unavailable(None))),
+                };
+            }
+        };
+        let Ok(response) = std::task::ready!(future.poll(cx));
         if let (Some(outcome), Some(facts)) = (
             response.extensions().get::<AuthOutcome>(),
             this.facts.take(),
@@ -261,6 +365,28 @@ where
 }
 
 impl Observer {
+    /// Counts and audits a request refused by [`refuse_unaudited`].
+    fn record_refusal(&self, facts: &RequestFacts, status: StatusCode) {
+        let refusal = Refusal::AuditUnavailable;
+        if let Some(decisions) = &self.decisions {
+            decisions
+                .family
+                .with_label_values(&[&*self.route, "deny", refusal.as_str()])
+                .inc();
+        }
+        let usage = TokenUse {
+            route: &self.route,
+            method: &facts.method,
+            path: facts.uri.path(),
+            client_ip: facts.client_ip,
+            principal: None,
+            status,
+            denied: Some(refusal),
+            started: facts.started,
+        };
+        usage.audit(&self.audit, facts.key.as_ref());
+    }
+
     fn record(&self, outcome: &AuthOutcome, facts: &RequestFacts, status: StatusCode) {
         if let Some(decisions) = &self.decisions {
             match outcome.denied {
@@ -280,7 +406,7 @@ impl Observer {
                 client_ip: facts.client_ip,
                 principal: outcome.principal.as_deref(),
                 status,
-                denied: outcome.denied,
+                denied: outcome.denied.map(Refusal::Auth),
                 started: facts.started,
             };
             usage.audit(&self.audit, facts.key.as_ref());

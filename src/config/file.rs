@@ -206,4 +206,5 @@ pub(crate) struct UserFile {
 pub(crate) struct AuditFile {
     pub sink: Option<String>,
     pub path: Option<String>,
+    pub on_failure: Option<String>,
 }

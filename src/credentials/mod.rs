@@ -395,6 +395,24 @@ impl CredentialInput {
     }
 }
 
+/// Removes the copies of the store that a crash left behind (at start and
+/// reload), saying how many. Not fatal: the store itself is still usable,
+/// and a read-only directory cannot hold new leftovers anyway.
+fn log_leftovers(store: &Store) {
+    match store.remove_leftovers() {
+        Ok(0) => {}
+        Ok(removed) => tracing::warn!(
+            removed,
+            store = %store.path().display(),
+            "removed temporary copies of the credential store left by an interrupted write"
+        ),
+        Err(err) => tracing::warn!(
+            error = %err,
+            "cannot remove temporary copies of the credential store left by an interrupted write"
+        ),
+    }
+}
+
 /// The credentials in force, and the store they come from.
 pub struct Credentials {
     store: Option<Store>,
@@ -420,7 +438,9 @@ impl Credentials {
         let store = match settings {
             Some(settings) => {
                 let key = store::MasterKey::load(&settings.master_key)?;
-                Some(Store::new(settings.store.clone(), key))
+                let store = Store::new(settings.store.clone(), key);
+                log_leftovers(&store);
+                Some(store)
             }
             None => None,
         };

@@ -14,6 +14,10 @@
 //! under an exclusive lock on `<store>.lock`, so concurrent writers never
 //! lose each other's updates. A wrong key, a flipped byte, a truncated file
 //! or an unknown version is a clear error naming the file.
+//!
+//! A crash between writing the temp file and renaming it leaves a full
+//! copy of the store (`<store>.tmp.<uuid>`, under the key of its time)
+//! beside it; [`Store::remove_leftovers`] removes those at the next start.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -300,13 +304,48 @@ impl Store {
         Ok(rotated)
     }
 
+    /// Removes the temp files that interrupted writes left beside the store
+    /// (`<store>.tmp.<uuid>`, each a full copy of the store, possibly under
+    /// an old master key) and returns how many. Only regular files whose
+    /// name is exactly that pattern, in the store's own directory. Under
+    /// the lock, so a write in progress (another process's) keeps its file.
+    pub fn remove_leftovers(&self) -> Result<usize, StoreError> {
+        let Some(store_name) = self.path.file_name().and_then(|n| n.to_str()) else {
+            return Ok(0);
+        };
+        let prefix = format!("{store_name}.tmp.");
+        let dir = self.dir();
+        let _lock = self.lock()?;
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let entry = entry.map_err(io(&dir))?;
+            let name = entry.file_name();
+            let is_leftover = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(is_simple_uuid);
+            // `file_type` does not follow symlinks: a link is not a leftover.
+            if is_leftover && entry.file_type().is_ok_and(|t| t.is_file()) {
+                let path = entry.path();
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The directory the store (and its temp files) live in.
+    fn dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        }
+    }
+
     /// Writes atomically: temp file, fsync, rename, fsync of the directory.
     fn write_unlocked(&self, contents: &StoreContents) -> Result<(), StoreError> {
         let bytes = self.encrypt(contents)?;
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
-            _ => PathBuf::from("."),
-        };
+        let dir = self.dir();
         let mut temp_name = self.path.as_os_str().to_owned();
         temp_name.push(format!(".tmp.{}", uuid::Uuid::now_v7().simple()));
         let temp = PathBuf::from(temp_name);
@@ -326,6 +365,12 @@ impl Store {
         }
         written.map_err(io(&self.path))
     }
+}
+
+/// The temp files' suffix: a UUID in its simple form, as `write_unlocked`
+/// names them (32 lowercase hex digits).
+fn is_simple_uuid(text: &str) -> bool {
+    text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 #[cfg(test)]
@@ -460,5 +505,36 @@ mod tests {
             t.join().expect("thread");
         }
         assert_eq!(store.read().expect("read").credentials.len(), 40);
+    }
+
+    #[test]
+    fn leftovers_of_interrupted_writes_are_removed_and_nothing_else() {
+        let (dir, store) = temp_store();
+        store.create().expect("create");
+        let name = |suffix: &str| dir.path.join(format!("creds.store{suffix}"));
+        let uuid = uuid::Uuid::now_v7().simple().to_string();
+        let leftovers = [
+            name(&format!(".tmp.{uuid}")),
+            name(&format!(".tmp.{}", "0".repeat(32))),
+        ];
+        let kept = [
+            name(".tmp.notauuid"),
+            name(&format!(".tmp.{uuid}.bak")),
+            name(&format!(".tmp.{}", uuid.to_uppercase())),
+            dir.path.join(format!("other.store.tmp.{uuid}")),
+            dir.path.join("notes.txt"),
+        ];
+        for path in leftovers.iter().chain(&kept) {
+            std::fs::write(path, b"x").expect("write");
+        }
+        assert_eq!(store.remove_leftovers().expect("remove"), 2);
+        for path in &leftovers {
+            assert!(!path.exists(), "{} is removed", path.display());
+        }
+        for path in &kept {
+            assert!(path.exists(), "{} stays", path.display());
+        }
+        assert!(store.read().is_ok(), "the store itself stays");
+        assert_eq!(store.remove_leftovers().expect("remove"), 0);
     }
 }

@@ -301,6 +301,25 @@ impl Admin {
         let key = ExecutionKey::generate();
         let (parts, body) = request.into_parts();
         let auth = self.live.admin.load_full();
+        if crate::token_use::refuse_unaudited(auth.on_failure, &auth.audit, &parts.headers) {
+            // Before the token is checked, as on the main listener.
+            let mut response = crate::token_use::audit_unavailable(Some(&key));
+            let usage = crate::token_use::TokenUse {
+                route: action.route_name(),
+                method: &parts.method,
+                path: parts.uri.path(),
+                client_ip: None,
+                principal: None,
+                status: response.status(),
+                denied: Some(crate::token_use::Refusal::AuditUnavailable),
+                started,
+            };
+            usage.audit(&auth.audit, Some(&key));
+            response
+                .headers_mut()
+                .insert(EXECUTION_KEY_HEADER.clone(), key.header_value().clone());
+            return response;
+        }
         let verified = match bearer_token(&parts.headers) {
             Ok(token) => Some(auth.authenticator.authenticate_detailed(token).await),
             Err(_) => None,
@@ -355,7 +374,7 @@ impl Admin {
                 client_ip: None,
                 principal: principal.as_deref(),
                 status: response.status(),
-                denied: denied.map(|r| r.reason),
+                denied: denied.map(|r| r.reason.into()),
                 started,
             };
             usage.audit(&auth.audit, Some(&key));

@@ -343,6 +343,7 @@ impl Persistent {
                 authenticator,
                 state: self.state.clone(),
                 audit: self.audit.clone(),
+                on_failure: config.audit.on_failure,
                 own_iss: config.issuer.as_ref().map(|i| i.iss.clone()),
                 credentials,
             },
@@ -408,8 +409,12 @@ impl Reloader {
 
     /// Reads the config file again; when valid, swaps it in for new requests.
     /// An invalid one is logged with every problem and the old one keeps serving.
+    /// Either way, a file audit sink reopens its path before its next write.
     pub async fn reload(&self) -> Result<String, ReloadError> {
         let _one_at_a_time = self.lock.lock().await;
+        // Whatever the new config holds: logrotate's postrotate sends
+        // SIGHUP to have the audit file's path opened again.
+        self.persistent.audit.reopen();
         let path = self.path.clone();
         let loaded = tokio::task::spawn_blocking(move || {
             let text = std::fs::read(&path).unwrap_or_default();

@@ -22,6 +22,9 @@ pub struct AdminAuth {
     pub state: Arc<dyn AuthState>,
     /// The audit log.
     pub audit: AuditLog,
+    /// `[audit] on_failure`: operator tokens are refused like any other
+    /// while the audit log cannot be written.
+    pub on_failure: crate::audit::OnFailure,
     /// The gateway's own `iss`: only its own tokens may operate it, never a
     /// trusted issuer's.
     pub own_iss: Option<String>,

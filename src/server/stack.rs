@@ -128,6 +128,7 @@ fn dispatcher(
                 .layer(TokenUseLayer::for_endpoint(
                     endpoint.route_name(),
                     parts.audit.clone(),
+                    config.audit.on_failure,
                 ))
                 .service(parts.endpoints.service(endpoint));
             let entry = RouteEntry {
@@ -177,11 +178,13 @@ fn route_stack(
     let jwt = (route.auth == AuthMode::Jwt).then(|| {
         ServiceBuilder::new()
             // Counts the decision and audits the token use, from the
-            // outcome the JWT layer leaves on every answer.
+            // outcome the JWT layer leaves on every answer; outside auth so
+            // that `on_failure = "refuse"` answers before a token is used.
             .layer(TokenUseLayer::for_route(
                 &route.name,
                 &parts.metrics,
                 parts.audit.clone(),
+                config.audit.on_failure,
             ))
             .layer(JwtAuthLayer::new(
                 parts.authenticator.clone(),

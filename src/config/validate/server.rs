@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use super::report::{KeyPath, Report, duration};
-use crate::audit::{AuditSettings, AuditSink};
+use crate::audit::{AuditSettings, AuditSink, OnFailure};
 use crate::config::ServerSettings;
 use crate::config::file::{AuditFile, LogFile, ServerFile};
 use crate::telemetry::{LogFormat, LogSettings};
@@ -216,5 +216,54 @@ pub(super) fn build_audit(report: &mut Report<'_>, file: AuditFile) -> AuditSett
             AuditSink::Stdout
         }
     };
-    AuditSettings { sink }
+    let on_failure = match file.on_failure.as_deref() {
+        None | Some("drop") => OnFailure::Drop,
+        Some("refuse") => OnFailure::Refuse,
+        Some(other) => {
+            report.problem(
+                &base.key("on_failure"),
+                format!("unknown value {other:?}"),
+                "use \"drop\" (keep serving while audit events are lost) or \"refuse\" (503 to requests with a token until events can be written)",
+            );
+            OnFailure::Drop
+        }
+    };
+    AuditSettings { sink, on_failure }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::audit::OnFailure;
+    use crate::config::Config;
+
+    fn audit(body: &str) -> Result<OnFailure, Vec<String>> {
+        let text = format!(
+            "[audit]\n{body}\n[[routes]]\nname = \"echo\"\npath_prefix = \"/\"\nupstream = \"builtin:echo\"\nauth = \"none\"\n"
+        );
+        Config::from_toml(&text, "gw.toml")
+            .map(|config| config.audit.on_failure)
+            .map_err(|err| err.problems.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn on_failure_is_drop_by_default_and_refuse_when_asked() {
+        assert_eq!(audit(""), Ok(OnFailure::Drop));
+        assert_eq!(audit("on_failure = \"drop\""), Ok(OnFailure::Drop));
+        assert_eq!(audit("on_failure = \"refuse\""), Ok(OnFailure::Refuse));
+    }
+
+    #[test]
+    fn an_unknown_on_failure_is_located_and_says_the_values() {
+        let found = audit("sink = \"stdout\"\non_failure = \"block\"")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("gw.toml:3:14: audit.on_failure: unknown value \"block\""),
+            "{}",
+            found[0]
+        );
+        assert!(found[0].contains("fix: use \"drop\""), "{}", found[0]);
+        assert!(found[0].contains("or \"refuse\""), "{}", found[0]);
+    }
 }

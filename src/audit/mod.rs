@@ -5,15 +5,25 @@
 //! full disk, a blocked pipe) never blocks a request: when the channel is
 //! full the event is dropped and counted in
 //! `warden_audit_events_dropped_total`, never silently. The sink is standard
-//! output or a file opened for appending, written by a thread of its own
-//! with plain blocking writes; the writer takes every event waiting and
-//! writes them in one call, so under load the cost of a write is shared by
-//! many events. A failed write counts its events as dropped.
+//! output or a file opened for appending ([`sink`]: it follows its path
+//! through log rotation and reopens it on reload), written by a thread of
+//! its own with plain blocking writes; the writer takes every event waiting
+//! and writes them in one call, so under load the cost of a write is shared
+//! by many events. A failed write counts its events as dropped.
+//!
+//! Lost events make an outage ([`health`]): logged once when it begins and
+//! once when it ends, and visible to requests through
+//! [`AuditLog::is_healthy`], which `[audit] on_failure = "refuse"` reads.
 //!
 //! No event ever holds a token, a password, a key or a secret: only ids
 //! (`jti`, `sub`, the identity that exists), decisions and reasons.
 
+mod health;
+mod sink;
+
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
@@ -22,6 +32,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::execution_key::ExecutionKey;
+use health::{Cause, Health};
+use sink::{FollowedFile, Sink};
 
 /// How many events may wait for the writer.
 const CHANNEL_CAPACITY: usize = 8192;
@@ -36,11 +48,24 @@ pub enum AuditSink {
     File(PathBuf),
 }
 
+/// What the gateway does while audit events cannot be written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Keep serving; the lost events are counted (the default).
+    #[default]
+    Drop,
+    /// Answer 503 `audit_unavailable` to every request that presents a
+    /// token, so no token is used without a record of it.
+    Refuse,
+}
+
 /// `[audit]`, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AuditSettings {
     /// The sink.
     pub sink: AuditSink,
+    /// What a sink failure does to requests.
+    pub on_failure: OnFailure,
 }
 
 /// Sends audit events to the writer. Cheap to clone.
@@ -48,6 +73,16 @@ pub struct AuditSettings {
 pub struct AuditLog {
     sender: Sender,
     dropped: IntCounter,
+    shared: Arc<Shared>,
+}
+
+/// What the senders and the writer both see.
+#[derive(Debug, Default)]
+struct Shared {
+    health: Health,
+    /// Set by [`AuditLog::reopen`]; the writer reopens a file sink before
+    /// its next write.
+    reopen: AtomicBool,
 }
 
 /// The channel to the writer: a thread for stdout and files, a task for an
@@ -102,9 +137,7 @@ impl AuditEvent<'_> {
     pub fn send(self) {
         let mut line = Value::Object(self.fields).to_string().into_bytes();
         line.push(b'\n');
-        if !self.log.sender.try_send(line) {
-            self.log.dropped.inc();
-        }
+        self.log.queue(line);
     }
 }
 
@@ -139,22 +172,23 @@ impl AuditLog {
     /// failed write.
     pub async fn start(settings: &AuditSettings, dropped: IntCounter) -> std::io::Result<Self> {
         let (sender, receiver) = std::sync::mpsc::sync_channel(CHANNEL_CAPACITY);
-        let writer: Box<dyn std::io::Write + Send> = match &settings.sink {
-            AuditSink::Stdout => Box::new(std::io::stdout()),
-            AuditSink::File(path) => Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            ),
+        let sink = match &settings.sink {
+            AuditSink::Stdout => Sink::Stdout(std::io::stdout()),
+            AuditSink::File(path) => Sink::File(FollowedFile::open(path)?),
         };
-        let counter = dropped.clone();
+        let shared = Arc::new(Shared::default());
+        let writer = Writer {
+            sink,
+            shared: shared.clone(),
+            dropped: dropped.clone(),
+        };
         std::thread::Builder::new()
             .name("warden-audit".into())
-            .spawn(move || write_batches(&receiver, writer, &counter))?;
+            .spawn(move || writer.write_batches(&receiver))?;
         Ok(Self {
             sender: Sender::Thread(sender),
             dropped,
+            shared,
         })
     }
 
@@ -165,10 +199,39 @@ impl AuditLog {
         W: tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, receiver) = mpsc::channel(capacity.max(1));
-        tokio::spawn(write_batches_async(receiver, writer, dropped.clone()));
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(write_batches_async(
+            receiver,
+            writer,
+            dropped.clone(),
+            shared.clone(),
+        ));
         Self {
             sender: Sender::Task(sender),
             dropped,
+            shared,
+        }
+    }
+
+    /// Whether events are being written: `false` from the first lost event
+    /// of an outage until a write succeeds with none lost meanwhile. One
+    /// atomic load, cheap enough for every request.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.health.is_healthy()
+    }
+
+    /// Reopens a file sink's path before the next write (on reload, so
+    /// `postrotate` can send SIGHUP); nothing for other sinks.
+    pub fn reopen(&self) {
+        self.shared.reopen.store(true, Ordering::Release);
+    }
+
+    /// Queues one line; drops and counts it when the writer is behind,
+    /// which begins an outage.
+    fn queue(&self, line: Vec<u8>) {
+        if !self.sender.try_send(line) {
+            self.dropped.inc();
+            self.shared.health.lost(1, Cause::Behind);
         }
     }
 
@@ -193,9 +256,7 @@ impl AuditLog {
             return;
         }
         line.push(b'\n');
-        if !self.sender.try_send(line) {
-            self.dropped.inc();
-        }
+        self.queue(line);
     }
 
     /// Starts an event of kind `event` for the request with `key`.
@@ -211,48 +272,69 @@ impl AuditLog {
     }
 }
 
-/// The writer thread: waits for an event, gathers what else arrives for a
-/// few milliseconds (senders do not wake it meanwhile), writes it all in one
-/// call and flushes. Ends when every sender is gone.
-fn write_batches(
-    receiver: &std::sync::mpsc::Receiver<Message>,
-    mut writer: Box<dyn std::io::Write + Send>,
-    dropped: &IntCounter,
-) {
-    let mut batch = Vec::with_capacity(64 * 1024);
-    while let Ok(first) = receiver.recv() {
-        let mut flushed = Vec::new();
-        let mut events = 0u64;
-        let mut next = Some(first);
-        let mut waited = false;
-        while let Some(message) = next.take() {
-            match message {
-                Message::Line(line) => {
-                    batch.extend_from_slice(&line);
-                    events += 1;
+/// The writer thread's state.
+struct Writer {
+    sink: Sink,
+    shared: Arc<Shared>,
+    dropped: IntCounter,
+}
+
+impl Writer {
+    /// The writer thread: waits for an event, gathers what else arrives for
+    /// a few milliseconds (senders do not wake it meanwhile), writes it all
+    /// in one call and flushes. Ends when every sender is gone.
+    fn write_batches(mut self, receiver: &std::sync::mpsc::Receiver<Message>) {
+        let mut batch = Vec::with_capacity(64 * 1024);
+        while let Ok(first) = receiver.recv() {
+            // Before the batch is gathered: an event lost while it is being
+            // gathered or written keeps the outage open.
+            let mark = self.shared.health.mark();
+            let mut flushed = Vec::new();
+            let mut events = 0u64;
+            let mut next = Some(first);
+            let mut waited = false;
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Line(line) => {
+                        batch.extend_from_slice(&line);
+                        events += 1;
+                    }
+                    Message::Flush(done) => flushed.push(done),
                 }
-                Message::Flush(done) => flushed.push(done),
-            }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
-            next = receiver.try_recv().ok();
-            if next.is_none() && !waited && flushed.is_empty() {
-                // Gather for a moment; senders do not wake this thread.
-                waited = true;
-                std::thread::sleep(GATHER);
+                if batch.len() >= MAX_BATCH {
+                    break;
+                }
                 next = receiver.try_recv().ok();
+                if next.is_none() && !waited && flushed.is_empty() {
+                    // Gather for a moment; senders do not wake this thread.
+                    waited = true;
+                    std::thread::sleep(GATHER);
+                    next = receiver.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.write(&batch, events, mark);
+            }
+            batch.clear();
+            for done in flushed {
+                let _ = done.send(());
             }
         }
-        if !batch.is_empty()
-            && let Err(err) = writer.write_all(&batch).and_then(|()| writer.flush())
-        {
-            dropped.inc_by(events);
-            tracing::error!(error = %err, "cannot write the audit log; events are being lost");
+    }
+
+    /// Writes one batch of `events`, counting them as lost when it fails.
+    fn write(&mut self, batch: &[u8], events: u64, mark: u64) {
+        if self.shared.reopen.swap(false, Ordering::AcqRel) {
+            self.sink.reopen();
         }
-        batch.clear();
-        for done in flushed {
-            let _ = done.send(());
+        match self.sink.write_batch(batch) {
+            Ok(()) => {
+                self.shared.health.written(mark);
+            }
+            Err(err) => {
+                self.dropped.inc_by(events);
+                self.shared.health.lost(events, Cause::WriteFailed(&err));
+            }
         }
     }
 }
@@ -262,20 +344,30 @@ async fn write_batches_async<W>(
     mut receiver: mpsc::Receiver<Vec<u8>>,
     mut writer: W,
     dropped: IntCounter,
+    shared: Arc<Shared>,
 ) where
     W: tokio::io::AsyncWrite + Unpin,
 {
     let mut lines = Vec::with_capacity(256);
     let mut batch = Vec::with_capacity(64 * 1024);
-    while receiver.recv_many(&mut lines, 256).await > 0 {
+    loop {
+        let mark = shared.health.mark();
+        if receiver.recv_many(&mut lines, 256).await == 0 {
+            break;
+        }
         for line in lines.drain(..) {
             batch.extend_from_slice(&line);
         }
         let events = batch.iter().filter(|b| **b == b'\n').count() as u64;
         let written = writer.write_all(&batch).await;
-        if let Err(err) = written.and(writer.flush().await) {
-            dropped.inc_by(events);
-            tracing::error!(error = %err, "cannot write the audit log; events are being lost");
+        match written.and(writer.flush().await) {
+            Ok(()) => {
+                shared.health.written(mark);
+            }
+            Err(err) => {
+                dropped.inc_by(events);
+                shared.health.lost(events, Cause::WriteFailed(&err));
+            }
         }
         batch.clear();
     }
