@@ -5,7 +5,8 @@
 //! - Passwords are argon2id PHC strings. An unknown user is checked against
 //!   a dummy hash, so it costs what a wrong password costs. Verification
 //!   runs on blocking threads, at most one per core at once
-//!   ([`PasswordChecker`]): argon2 is slow and takes 19 MiB by design.
+//!   ([`PasswordChecker`], on the pool of [`super::hashing`]): argon2 is
+//!   slow and takes 19 MiB by design.
 //!
 //! Also `warden hash-password` ([`hash_password`]) and the start-up warning
 //! about demo credentials ([`demo_credentials`]).
@@ -15,7 +16,6 @@
 
 use std::sync::OnceLock;
 
-use argon2::PasswordVerifier;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -109,19 +109,20 @@ pub fn hash_password(password: &[u8]) -> Result<String, HashPasswordError> {
 
 /// A hash of no one's password, so an unknown user costs what a wrong
 /// password costs.
+/// Verifies on the calling thread, with a buffer of its own: for the
+/// start-up check of demo credentials, never for a request.
+fn verify_password(password: &[u8], phc: &str) -> bool {
+    super::hashing::verify_with(&mut Vec::new(), password, phc)
+}
+
 fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| hash_password(b"warden: no such user").unwrap_or_default())
 }
 
-fn verify_password(password: &[u8], phc: &str) -> bool {
-    argon2::Argon2::default()
-        .verify_password(password, phc)
-        .is_ok()
-}
-
-/// Verifies passwords off the async workers, no more at once than there are
-/// cores, so a burst of logins cannot starve the proxy or exhaust memory.
+/// Verifies passwords off the async workers on the bounded pool of
+/// [`super::hashing`], no more waiting at once than there are pool threads,
+/// so a burst of logins can neither starve the proxy nor grow memory.
 #[derive(Debug)]
 pub(super) struct PasswordChecker {
     slots: tokio::sync::Semaphore,
@@ -132,9 +133,7 @@ impl PasswordChecker {
         // Warm the dummy hash now, not on the first unknown user.
         let _ = dummy_hash();
         Self {
-            slots: tokio::sync::Semaphore::new(
-                std::thread::available_parallelism().map_or(2, usize::from),
-            ),
+            slots: tokio::sync::Semaphore::new(super::hashing::WORKERS),
         }
     }
 
@@ -146,11 +145,10 @@ impl PasswordChecker {
         password: Zeroizing<String>,
     ) -> bool {
         let phc = user.map_or_else(|| dummy_hash().to_owned(), |u| u.password_argon2.clone());
-        let permit = self.slots.acquire().await;
-        let ok = tokio::task::spawn_blocking(move || verify_password(password.as_bytes(), &phc))
-            .await
-            .unwrap_or(false);
-        drop(permit);
+        let Ok(_permit) = self.slots.acquire().await else {
+            return false;
+        };
+        let ok = super::hashing::verify(password, phc).await;
         ok && user.is_some()
     }
 }

@@ -29,6 +29,7 @@
 //! `ConnectInfo` extension (throttling and audit).
 
 mod attempt;
+mod hashing;
 mod identity;
 mod request;
 mod response;
@@ -56,6 +57,7 @@ use crate::auth::state::AuthState;
 use crate::body::{self, Body};
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
+pub use hashing::MAX_M_COST_KIB;
 
 /// The path of the public JWKS.
 pub const JWKS_PATH: &str = "/.well-known/jwks.json";

@@ -10,6 +10,7 @@
 
 use super::report::{KeyPath, Report, check_scopes, is_path_byte};
 use crate::auth::issue::{IssuerSettings, RESERVED_CLAIMS};
+use crate::auth::login::MAX_M_COST_KIB;
 use crate::auth::login::{ApiKeyIdentity, JWKS_PATH, LoginSettings, UserIdentity};
 use crate::config::file::{ApiKeyFile, LoginFile, UserFile};
 use crate::routes::normalize_path;
@@ -237,6 +238,21 @@ impl ClientEntry for UserFile {
                 &path.key("password_argon2"),
                 "is not an argon2id PHC string",
                 "paste the output of `warden hash-password` (it starts with $argon2id$)",
+            );
+        } else if let Some(m_cost) = argon2::PasswordHash::new(&self.password_argon2)
+            .ok()
+            .and_then(|hash| argon2::Params::try_from(&hash).ok())
+            .map(|params| params.m_cost())
+            .filter(|m_cost| *m_cost > MAX_M_COST_KIB)
+        {
+            report.problem(
+                &path.key("password_argon2"),
+                format!(
+                    "asks for {} MiB of argon2 memory per login; at most {} MiB is allowed",
+                    m_cost / 1024,
+                    MAX_M_COST_KIB / 1024
+                ),
+                "hash the password again with `warden hash-password` (19 MiB)",
             );
         }
         UserIdentity {
