@@ -11,7 +11,11 @@
 //!   (HTTP/2: GOAWAY; HTTP/1.1: closed between requests);
 //! - at the limit, a new connection is admitted by shutting down the
 //!   connection that has been idle the longest; only when every connection
-//!   is busy does it wait, so idle peers can never lock out a working client;
+//!   is busy does it wait, so idle peers can never lock out a working client.
+//!   An idle connection asked to close that has carried no HTTP/2 request is
+//!   closed at once: HTTP/1.1 has no GOAWAY, and hyper's graceful shutdown
+//!   would wait for a request head begun and never ended (a slowloris peer)
+//!   until `header_read_timeout`, holding up the admission all that time;
 //! - at shutdown every connection is asked to finish its in-flight requests
 //!   and close, and [`Connections::drained`] resolves when all have.
 //!
@@ -67,6 +71,9 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// Set once the connection has been asked to close.
     closing: AtomicBool,
+    /// Set once the connection has carried an HTTP/2 request: asked to
+    /// close, it gets a GOAWAY and may take a round trip to end.
+    http2: AtomicBool,
     close: Notify,
     epoch: Instant,
     /// The listener's: told when this connection becomes idle, so an
@@ -80,6 +87,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             idle_since: AtomicU64::new(0),
             closing: AtomicBool::new(false),
+            http2: AtomicBool::new(false),
             close: Notify::new(),
             epoch,
             idle,
@@ -259,6 +267,12 @@ impl Connections {
                 () = activity.close.notified(), if !closing => {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
+                    // Nothing is in flight, and no request can begin in
+                    // between: requests start and end inside this task's
+                    // polls of `connection`.
+                    if activity.idle_for().is_some() && !activity.http2.load(Ordering::Acquire) {
+                        return Ok(());
+                    }
                 }
                 () = tokio::time::sleep(wait), if !closing => {
                     if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
@@ -296,6 +310,9 @@ where
     type Future = TrackedFuture<S::Future>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if request.version() == http::Version::HTTP_2 {
+            self.activity.http2.store(true, Ordering::Release);
+        }
         self.activity.begin();
         TrackedFuture {
             inner: self.inner.call(request),
