@@ -149,3 +149,33 @@ async fn tokens_the_gateway_issues_are_always_in_the_low_s_form() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_refused_transfer_encoding_closes_the_connection_so_nothing_after_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = RecordingUpstream::start(Behaviour::ok()).await;
+    let (gateway, _key, _file) = gateway(&upstream).await;
+    let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    // Keep-alive: only the gateway's answer can end the connection.
+    stream
+        .write_all(
+            b"POST /x HTTP/1.1\r\nHost: gateway.test\r\nTransfer-Encoding: chunked, chunked\r\n\r\n\
+              0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: gateway.test\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut received))
+        .await
+        .expect("the gateway closes the connection")
+        .unwrap();
+    let text = String::from_utf8_lossy(&received).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 400"), "{text}");
+    assert!(text.contains("connection: close"), "{text}");
+    assert_eq!(
+        text.matches("http/1.1 ").count(),
+        1,
+        "one answer only: {text}"
+    );
+    assert!(upstream.heads().is_empty(), "nothing reached the upstream");
+}

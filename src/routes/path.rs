@@ -121,13 +121,6 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
             Some(0) => return Err(PathError::EncodedNul),
             Some(b'\\') => return Err(PathError::Ambiguous),
             Some(b';') => return Err(PathError::Parameters),
-            Some(b'%')
-                if escape
-                    .get(at + 3..at + 5)
-                    .is_some_and(|next| next.iter().all(|&b| hex_value(b).is_some())) =>
-            {
-                return Err(PathError::DoubleEncoded);
-            }
             Some(v) if is_unreserved(v) => decoded.push(char::from(v)),
             Some(v) => {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
@@ -139,6 +132,18 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
         rest = &rest[at + 3..];
     }
     decoded.push_str(rest);
+    // Double encoding is judged on the decoded form, so escaped hex digits
+    // (`%25%32%65`, `%252%65`) cannot hide a `%2e` from it.
+    let bytes = decoded.as_bytes();
+    let double_encoded = (0..bytes.len()).any(|i| {
+        bytes[i..].starts_with(b"%25")
+            && bytes
+                .get(i + 3..i + 5)
+                .is_some_and(|next| next.iter().all(|&b| hex_value(b).is_some()))
+    });
+    if double_encoded {
+        return Err(PathError::DoubleEncoded);
+    }
 
     // Pass 2: collapse empty segments and resolve dot segments.
     let mut segments: Vec<&str> = Vec::new();
@@ -221,6 +226,8 @@ mod tests {
             ("/caf\u{e9}", Err(PathError::NonAscii)),
             ("/x/%252e%252e/admin", Err(PathError::DoubleEncoded)),
             ("/x/%2541", Err(PathError::DoubleEncoded)),
+            ("/x/%25%32%65%25%32%65/admin", Err(PathError::DoubleEncoded)),
+            ("/x/%252%65", Err(PathError::DoubleEncoded)),
             ("/x/100%25", Ok("/x/100%25")),
             ("/x/%25zz", Ok("/x/%25zz")),
             ("/api/...", Ok("/api/...")),

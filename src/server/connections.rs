@@ -74,6 +74,8 @@ pub struct Activity {
     /// Set once the connection has carried an HTTP/2 request: asked to
     /// close, it gets a GOAWAY and may take a round trip to end.
     http2: AtomicBool,
+    /// Whether any request has been served on it (a slowloris peer has none).
+    served: AtomicBool,
     close: Notify,
     epoch: Instant,
     /// The listener's: told when this connection becomes idle, so an
@@ -88,6 +90,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             http2: AtomicBool::new(false),
+            served: AtomicBool::new(false),
             close: Notify::new(),
             epoch,
             idle,
@@ -104,6 +107,7 @@ impl Activity {
 
     fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Release);
     }
 
     fn end(&self) {
@@ -122,6 +126,14 @@ impl Activity {
         }
         let since = self.idle_since.load(Ordering::Acquire);
         Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+    }
+
+    /// Resolves when the connection is asked to close (at once if it was).
+    pub async fn asked_to_close(&self) {
+        if self.closing.load(Ordering::Acquire) {
+            return;
+        }
+        self.close.notified().await;
     }
 
     fn ask_to_close(&self) {
@@ -198,14 +210,22 @@ impl Connections {
                         shared: self.shared.clone(),
                     };
                 }
-                let longest_idle = table
+                // A connection already closing will give its place back:
+                // asking another to close too would evict more than needed.
+                let closing = table
                     .open
                     .values()
-                    .filter(|a| !a.closing.load(Ordering::Acquire))
-                    .filter_map(|a| a.idle_for().map(|idle| (idle, a)))
-                    .max_by_key(|(idle, _)| *idle);
-                if let Some((_, activity)) = longest_idle {
-                    activity.ask_to_close();
+                    .filter(|a| a.closing.load(Ordering::Acquire))
+                    .count();
+                if closing == 0 {
+                    let longest_idle = table
+                        .open
+                        .values()
+                        .filter_map(|a| a.idle_for().map(|idle| (idle, a)))
+                        .max_by_key(|(idle, _)| *idle);
+                    if let Some((_, activity)) = longest_idle {
+                        activity.ask_to_close();
+                    }
                 }
             }
             freed.await;
@@ -258,24 +278,39 @@ impl Connections {
         let mut closing = false;
         loop {
             // Busy: look again after a whole timeout. Idle: when it runs out.
-            let wait = match activity.idle_for() {
-                Some(idle) => idle_timeout.saturating_sub(idle),
-                None => idle_timeout,
+            // Closing: a peer that never completes the shutdown (an HTTP/2
+            // peer that acknowledges keep-alive pings but not the GOAWAY's)
+            // is dropped once nothing is in flight, after CLOSE_GRACE.
+            let wait = match (closing, activity.idle_for()) {
+                (true, _) => CLOSE_GRACE,
+                (false, Some(idle)) => idle_timeout.saturating_sub(idle),
+                (false, None) => idle_timeout,
             };
             tokio::select! {
                 ended = connection.as_mut() => return ended,
                 () = activity.close.notified(), if !closing => {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
-                    // Nothing is in flight, and no request can begin in
-                    // between: requests start and end inside this task's
-                    // polls of `connection`.
-                    if activity.idle_for().is_some() && !activity.http2.load(Ordering::Acquire) {
+                    // An idle HTTP/1.1 connection that never served a request
+                    // (a half-sent head) or whose last response has long been
+                    // flushed is dropped now rather than waited for: no
+                    // request can begin in between (requests start and end
+                    // inside this task's polls of `connection`).
+                    let settled = match activity.idle_for() {
+                        Some(idle) => idle >= SETTLED || !activity.served.load(Ordering::Acquire),
+                        None => false,
+                    };
+                    if settled && !activity.http2.load(Ordering::Acquire) {
                         return Ok(());
                     }
                 }
-                () = tokio::time::sleep(wait), if !closing => {
-                    if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                () = tokio::time::sleep(wait) => {
+                    if closing {
+                        if activity.idle_for().is_some() {
+                            tracing::debug!("dropping a connection that did not finish its shutdown");
+                            return Ok(());
+                        }
+                    } else if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
                         tracing::debug!(idle_ms = idle_timeout.as_millis() as u64, "closing an idle connection");
                         closing = true;
                         activity.closing.store(true, Ordering::Release);
@@ -286,6 +321,14 @@ impl Connections {
         }
     }
 }
+
+/// How long a connection asked to close may take to finish its shutdown
+/// once nothing is in flight on it.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long an HTTP/1.1 connection must have been idle to be dropped at
+/// once when asked to close: its last response has long been flushed.
+const SETTLED: Duration = Duration::from_millis(250);
 
 /// A connection's service that reports its requests' activity.
 #[derive(Debug)]

@@ -80,11 +80,18 @@ where
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         if !transfer_encoding_is_plain(request.headers()) {
             let key = request.extensions().get::<ExecutionKey>();
-            return Either::Right(ready(Ok(GatewayError::new(
+            let mut response = GatewayError::new(
                 ErrorCode::BadFraming,
                 "the only Transfer-Encoding accepted is chunked",
             )
-            .into_response(key))));
+            .into_response(key);
+            // The body's framing is in doubt, so is where the next request
+            // would start: close the connection rather than read on.
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            return Either::Right(ready(Ok(response)));
         }
         // A request without a body (most GETs) has nothing to read.
         let request = if request.body().is_end_stream() {

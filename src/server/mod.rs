@@ -391,7 +391,13 @@ fn serve_tls_connection<S>(
             timeout,
             remote,
         } = handshake;
-        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        let activity = admission.activity();
+        let handshake = tokio::select! {
+            handshake = tokio::time::timeout(timeout, acceptor.accept(stream)) => handshake,
+            // Evicted or drained while still in the handshake: nothing to finish.
+            () = activity.asked_to_close() => return,
+        };
+        match handshake {
             Ok(Ok(tls_stream)) => {
                 // The request must start as promptly after the handshake.
                 let io = FirstByteDeadline::new(tls_stream, timeout);

@@ -35,6 +35,9 @@ struct Job {
     password: Zeroizing<Vec<u8>>,
     phc: String,
     answer: tokio::sync::oneshot::Sender<bool>,
+    /// The caller's place in the queue, held until the job is done: a
+    /// cancelled login does not let another in while its job still waits.
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The process's verification threads.
@@ -75,8 +78,17 @@ fn work(jobs: &Mutex<mpsc::Receiver<Job>>) {
             Err(_) => return,
         };
         let Ok(job) = job else { return };
+        // The login was cancelled (the client left, the deadline ran out):
+        // nobody would read the answer.
+        if job.answer.is_closed() {
+            continue;
+        }
         let ok = verify_with(&mut blocks, &job.password, &job.phc);
-        let _ = job.answer.send(ok);
+        let Job { answer, _slot, .. } = job;
+        // The place is free before the answer leaves, so a caller that gets
+        // its answer can count on its slot being back.
+        drop(_slot);
+        let _ = answer.send(ok);
     }
 }
 
@@ -124,8 +136,13 @@ pub(super) fn verify_with(blocks: &mut Vec<Block>, password: &[u8], phc: &str) -
 }
 
 /// Verifies `password` against `phc` on the pool; `false` if the pool is
-/// gone. The caller bounds how many wait at once.
-pub(super) async fn verify(password: Zeroizing<String>, phc: String) -> bool {
+/// gone. `slot` bounds how many jobs wait at once; it is released when the
+/// job is done or skipped, not when the caller stops waiting.
+pub(super) async fn verify(
+    password: Zeroizing<String>,
+    phc: String,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> bool {
     let Some(pool) = pool() else {
         return false;
     };
@@ -134,6 +151,7 @@ pub(super) async fn verify(password: Zeroizing<String>, phc: String) -> bool {
         password: Zeroizing::new(password.as_bytes().to_vec()),
         phc,
         answer,
+        _slot: slot,
     };
     if pool.jobs.send(job).is_err() {
         return false;
@@ -179,8 +197,20 @@ mod tests {
 
     #[tokio::test]
     async fn the_pool_answers_from_its_threads() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(WORKERS));
         let stored = phc(b"pw");
-        assert!(verify(Zeroizing::new("pw".into()), stored.clone()).await);
-        assert!(!verify(Zeroizing::new("nope".into()), stored).await);
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| panic!("a slot"));
+        assert!(verify(Zeroizing::new("pw".into()), stored.clone(), slot).await);
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| panic!("a slot"));
+        assert!(!verify(Zeroizing::new("nope".into()), stored, slot).await);
+        assert_eq!(slots.available_permits(), WORKERS, "every slot came back");
     }
 }

@@ -125,7 +125,7 @@ fn dummy_hash() -> &'static str {
 /// so a burst of logins can neither starve the proxy nor grow memory.
 #[derive(Debug)]
 pub(super) struct PasswordChecker {
-    slots: tokio::sync::Semaphore,
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl PasswordChecker {
@@ -133,7 +133,7 @@ impl PasswordChecker {
         // Warm the dummy hash now, not on the first unknown user.
         let _ = dummy_hash();
         Self {
-            slots: tokio::sync::Semaphore::new(super::hashing::WORKERS),
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(super::hashing::WORKERS)),
         }
     }
 
@@ -145,10 +145,10 @@ impl PasswordChecker {
         password: Zeroizing<String>,
     ) -> bool {
         let phc = user.map_or_else(|| dummy_hash().to_owned(), |u| u.password_argon2.clone());
-        let Ok(_permit) = self.slots.acquire().await else {
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
             return false;
         };
-        let ok = super::hashing::verify(password, phc).await;
+        let ok = super::hashing::verify(password, phc, slot).await;
         ok && user.is_some()
     }
 }

@@ -16,7 +16,9 @@ use http::{Request, Response, StatusCode};
 
 use crate::audit::AuditLog;
 use crate::auth::state::AuthState;
-use crate::auth::{AuthOutcome, Authenticator, Principal, bearer_token, rejection_response};
+use crate::auth::{
+    AuthOutcome, Authenticator, Principal, Reason, bearer_token, rejection_response,
+};
 use crate::body::Body;
 use crate::error::{json_error, json_response};
 use crate::execution_key::ExecutionKey;
@@ -52,7 +54,16 @@ impl Revoke {
     ) -> Response<Body> {
         let token = match bearer_token(request.headers()) {
             Ok(token) => token.to_owned(),
-            Err(rejection) => return rejection_response(rejection, None, key),
+            Err(rejection) => {
+                let mut response = rejection_response(rejection, None, key);
+                // Two Authorization headers, or one that is not text, still
+                // present a token: audited like any refused one.
+                if rejection.reason != Reason::MissingToken {
+                    let outcome = AuthOutcome::denied(rejection.reason, None);
+                    response.extensions_mut().insert(outcome);
+                }
+                return response;
+            }
         };
         let (response, principal, denied) =
             match self.authenticator.authenticate_detailed(&token).await {
