@@ -27,6 +27,7 @@ fn keys() -> &'static KeySet {
         let issuer = Arc::new(IssuerPolicy {
             iss: "joe".into(),
             audiences: vec!["warden-fuzz".into()],
+            accept_high_s: false,
         });
         KeySet::new(vec![
             VerifyingKey {

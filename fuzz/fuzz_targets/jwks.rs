@@ -18,6 +18,7 @@ fn setup() -> &'static (Arc<IssuerPolicy>, Vec<Algorithm>) {
         let policy = Arc::new(IssuerPolicy {
             iss: "https://issuer.example".into(),
             audiences: vec!["warden-fuzz".into()],
+            accept_high_s: false,
         });
         let all = SUPPORTED_ALGORITHMS
             .split(", ")
