@@ -360,6 +360,38 @@ impl Gateway {
     }
 }
 
+/// What serves one connection's requests: a hyper service answering with
+/// the gateway's body type, which may move to a task of its own.
+trait ConnectionHandler:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = http::Response<body::Body>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    > + Send
+    + 'static
+{
+}
+
+impl<S> ConnectionHandler for S where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = http::Response<body::Body>,
+            Future: Send + 'static,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + 'static
+{
+}
+
+/// A connection's byte stream, plain or TLS.
+trait ConnectionIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+
+impl<I> ConnectionIo for I where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
+{
+}
+
 /// What a TLS connection needs before it can be served.
 struct TlsHandshake {
     acceptor: Arc<tokio_rustls::TlsAcceptor>,
@@ -377,11 +409,7 @@ fn serve_tls_connection<S>(
     stream: TcpStream,
     service: S,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnectionHandler,
 {
     let builder = builder.clone();
     let connections = connections.clone();
@@ -485,12 +513,8 @@ fn serve_connection<I, S>(
     stream: I,
     service: S,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: ConnectionIo,
+    S: ConnectionHandler,
 {
     let builder = builder.clone();
     let connections = connections.clone();
@@ -509,12 +533,8 @@ async fn drive<I, S>(
     io: I,
     service: S,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = http::Response<body::Body>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: ConnectionIo,
+    S: ConnectionHandler,
 {
     let activity = admission.activity();
     let service = Tracked::new(service, activity.clone());
