@@ -23,38 +23,44 @@ const P384_ORDER: [u8; 48] = [
     0x58, 0x1a, 0x0d, 0xb2, 0x48, 0xb0, 0xa7, 0x7a, 0xec, 0xec, 0x19, 0x6a, 0xcc, 0xc5, 0x29, 0x73,
 ];
 
-/// The group order and the size of `r` and `s` for an ECDSA algorithm.
-fn order(alg: Algorithm) -> Option<&'static [u8]> {
-    match alg {
-        Algorithm::ES256 => Some(&P256_ORDER),
-        Algorithm::ES384 => Some(&P384_ORDER),
-        _ => None,
+/// `⌊n/2⌋` of a big-endian `n`, made at compile time: the largest low `s`.
+const fn half<const N: usize>(n: [u8; N]) -> [u8; N] {
+    let mut half = [0u8; N];
+    let mut carry = 0u8;
+    let mut i = 0;
+    while i < N {
+        half[i] = (carry << 7) | (n[i] >> 1);
+        carry = n[i] & 1;
+        i += 1;
     }
+    half
 }
 
-/// Whether `s > ⌊n/2⌋`, for big-endian `s` and `n` of one length: equal
-/// lengths make the byte-wise comparison a numeric one.
-fn above_half(s: &[u8], n: &[u8]) -> bool {
-    let mut half = vec![0u8; n.len()];
-    let mut carry = 0u8;
-    for (i, &b) in n.iter().enumerate() {
-        half[i] = (carry << 7) | (b >> 1);
-        carry = b & 1;
+const P256_HALF_ORDER: [u8; 32] = half(P256_ORDER);
+const P384_HALF_ORDER: [u8; 48] = half(P384_ORDER);
+
+/// The group order and its half for an ECDSA algorithm (each the size of
+/// `r` and `s`).
+fn order(alg: Algorithm) -> Option<(&'static [u8], &'static [u8])> {
+    match alg {
+        Algorithm::ES256 => Some((&P256_ORDER, &P256_HALF_ORDER)),
+        Algorithm::ES384 => Some((&P384_ORDER, &P384_HALF_ORDER)),
+        _ => None,
     }
-    s > half.as_slice()
 }
 
 /// Whether `signature` (JOSE's fixed `r || s`) is an ES256/ES384 signature
 /// with a high `s`. Any other algorithm, or a signature of the wrong length
 /// (which the verifier refuses anyway), is not.
 pub fn has_high_s(alg: Algorithm, signature: &[u8]) -> bool {
-    let Some(n) = order(alg) else {
+    let Some((n, half)) = order(alg) else {
         return false;
     };
     if signature.len() != 2 * n.len() {
         return false;
     }
-    above_half(&signature[n.len()..], n)
+    // Equal lengths make the byte-wise comparison a numeric one.
+    &signature[n.len()..] > half
 }
 
 /// Rewrites a high `s` of an ES256/ES384 `signature` as `n − s`, the same
@@ -63,7 +69,7 @@ pub fn to_low_s(alg: Algorithm, signature: &mut [u8]) {
     if !has_high_s(alg, signature) {
         return;
     }
-    let Some(n) = order(alg) else {
+    let Some((n, _)) = order(alg) else {
         return;
     };
     let s = &mut signature[n.len()..];
@@ -106,7 +112,7 @@ mod tests {
     use super::*;
 
     fn signature(alg: Algorithm, s: &[u8]) -> Vec<u8> {
-        let len = order(alg).map_or(0, <[u8]>::len);
+        let len = order(alg).map_or(0, |(n, _)| n.len());
         let mut sig = vec![0x11; len];
         let mut padded = vec![0u8; len - s.len()];
         padded.extend_from_slice(s);
@@ -117,7 +123,8 @@ mod tests {
     #[test]
     fn the_boundary_is_half_the_group_order() {
         for alg in [Algorithm::ES256, Algorithm::ES384] {
-            let n = order(alg).unwrap_or(&[]).to_vec();
+            let n = order(alg).map_or(&[][..], |(n, _)| n).to_vec();
+            // ⌊n/2⌋ worked out here on its own, not read from the constant.
             let mut half = vec![0u8; n.len()];
             let mut carry = 0;
             for (i, &b) in n.iter().enumerate() {

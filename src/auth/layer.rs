@@ -75,7 +75,6 @@ impl Service<Request<Body>> for JwtAuth {
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let layer = self.layer.clone();
         Box::pin(async move {
-            let key = request.extensions().get::<ExecutionKey>().cloned();
             let verified = match bearer_token(request.headers()) {
                 Ok(token) => layer.authenticator.authenticate_detailed(token).await,
                 Err(rejection) => Err((rejection, None)),
@@ -84,7 +83,7 @@ impl Service<Request<Body>> for JwtAuth {
                 Ok(principal) => principal,
                 Err((rejection, known)) => {
                     tracing::info!(reason = rejection.reason.as_str(), "token rejected");
-                    let mut response = rejection_response(rejection, None, key.as_ref());
+                    let mut response = rejection_response(rejection, None, execution_key(&request));
                     let outcome = AuthOutcome::denied(rejection.reason, known);
                     response.extensions_mut().insert(outcome);
                     return Ok(response);
@@ -106,7 +105,7 @@ impl Service<Request<Body>> for JwtAuth {
                 // The scope attribute names scopes; a claim mismatch is not one.
                 let needed =
                     (denied.reason == Reason::InsufficientScope).then_some(denied.needed.as_str());
-                let mut response = rejection_response(rejection, needed, key.as_ref());
+                let mut response = rejection_response(rejection, needed, execution_key(&request));
                 let outcome = AuthOutcome::denied(denied.reason, Some(principal));
                 response.extensions_mut().insert(outcome);
                 return Ok(response);
@@ -119,4 +118,10 @@ impl Service<Request<Body>> for JwtAuth {
             Ok(response)
         })
     }
+}
+
+/// The request's key, read only when a refusal needs it: an allowed
+/// request costs no copy.
+fn execution_key<B>(request: &Request<B>) -> Option<&ExecutionKey> {
+    request.extensions().get::<ExecutionKey>()
 }
