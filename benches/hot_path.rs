@@ -21,11 +21,11 @@ use warden::auth::issue::{Grant, TokenIssuer};
 use warden::auth::jwt::{self, IssuerPolicy, KeySet, VerifyingKey};
 use warden::auth::keys::{self, KeySettings, KeySource, alg_name};
 use warden::auth::scopes::RouteAuthz;
-use warden::auth::state::InMemoryState;
 use warden::auth::{Authenticator, ValidationSettings};
 use warden::clock::unix_now;
 use warden::metrics::Metrics;
 use warden::routes::{Match, RouteKey, RouteTable};
+use warden::shared_state::InMemoryState;
 
 const ISS: &str = "https://issuer.bench.local";
 const AUD: &str = "bench-api";

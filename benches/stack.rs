@@ -32,11 +32,12 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::net::TcpListener;
 use tower::{Service, ServiceExt};
 use warden::audit::AuditLog;
-use warden::auth::state::InMemoryState;
 use warden::body::HttpService;
 use warden::extensions::ConnectInfo;
 use warden::metrics::Metrics;
 use warden::server::generation::Persistent;
+use warden::shared_state::health::Health;
+use warden::shared_state::{InMemoryState, SharedState};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -108,7 +109,8 @@ upstream = "http://{upstream}"
     let config = warden::Config::from_toml(&text, "stack-bench.toml").expect("a valid config");
     let metrics = Metrics::new(prometheus::Registry::new()).expect("metrics");
     let audit = AuditLog::with_writer(tokio::io::sink(), 65_536, metrics.audit_dropped.clone());
-    let persistent = Persistent::new(metrics, Arc::new(InMemoryState::default()), audit);
+    let shared = SharedState::in_memory(Arc::new(InMemoryState::default()), Health::new(&metrics));
+    let persistent = Persistent::new(metrics, shared, audit);
     persistent
         .build(&config, String::new())
         .expect("the stacks")

@@ -63,6 +63,11 @@ pub enum ErrorCode {
     /// The audit log cannot be written and `[audit] on_failure = "refuse"`:
     /// a request that presents a token is not served unaudited.
     AuditUnavailable,
+    /// A route's rate limit refused the request (SPEC §11).
+    RateLimited,
+    /// The shared state (Redis) cannot store what every replica must see,
+    /// such as a revocation (SPEC §10).
+    SharedStateUnavailable,
 }
 
 impl ErrorCode {
@@ -74,17 +79,20 @@ impl ErrorCode {
             | ErrorCode::NotFound
             | ErrorCode::MethodNotAllowed
             | ErrorCode::PayloadTooLarge
-            | ErrorCode::HeadersTooLarge => Fault::Client,
+            | ErrorCode::HeadersTooLarge
+            | ErrorCode::RateLimited => Fault::Client,
             ErrorCode::BadGateway | ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => {
                 Fault::Upstream
             }
-            ErrorCode::Internal | ErrorCode::AuditUnavailable => Fault::Gateway,
+            ErrorCode::Internal
+            | ErrorCode::AuditUnavailable
+            | ErrorCode::SharedStateUnavailable => Fault::Gateway,
         }
     }
 
     /// The HTTP status of this error: a 4xx for the client's faults, 502 or
-    /// 504 for the upstream's, 500 for the gateway's (503 when the gateway
-    /// refuses to serve unaudited, which a client may retry).
+    /// 504 for the upstream's, 500 for the gateway's (503 when a store the
+    /// gateway depends on is out, which a client may retry).
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::BadFraming => StatusCode::BAD_REQUEST,
@@ -95,7 +103,10 @@ impl ErrorCode {
             ErrorCode::BadGateway => StatusCode::BAD_GATEWAY,
             ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            ErrorCode::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::AuditUnavailable | ErrorCode::SharedStateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -112,6 +123,8 @@ impl ErrorCode {
             ErrorCode::UpstreamTimeout | ErrorCode::RequestTimeout => "upstream_timeout",
             ErrorCode::Internal => "internal_error",
             ErrorCode::AuditUnavailable => "audit_unavailable",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::SharedStateUnavailable => "shared_state_unavailable",
         }
     }
 }
@@ -275,7 +288,7 @@ where
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 11] = [
+    const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::BadFraming,
         ErrorCode::NotFound,
@@ -287,6 +300,8 @@ mod tests {
         ErrorCode::RequestTimeout,
         ErrorCode::Internal,
         ErrorCode::AuditUnavailable,
+        ErrorCode::RateLimited,
+        ErrorCode::SharedStateUnavailable,
     ];
 
     #[test]
@@ -302,8 +317,10 @@ mod tests {
                 // 503 only when the gateway refuses to serve unaudited.
                 Fault::Gateway => assert!(
                     status == StatusCode::INTERNAL_SERVER_ERROR
-                        || (code == ErrorCode::AuditUnavailable
-                            && status == StatusCode::SERVICE_UNAVAILABLE),
+                        || (matches!(
+                            code,
+                            ErrorCode::AuditUnavailable | ErrorCode::SharedStateUnavailable
+                        ) && status == StatusCode::SERVICE_UNAVAILABLE),
                     "{code:?}"
                 ),
             }

@@ -37,11 +37,15 @@ pub mod audit;
 pub mod metrics;
 pub mod telemetry;
 
+// The state every replica must decide the same way (memory or Redis).
+pub mod shared_state;
+
 // The concerns of a request.
 pub mod auth;
 pub mod credentials;
 pub mod http_client;
 pub mod proxy;
+pub mod rate_limit;
 pub mod routes;
 
 // The observers of auth: they read the outcome auth leaves on a response.

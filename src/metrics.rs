@@ -55,6 +55,12 @@ pub struct MetricFamilies {
     pub upstream_up: prometheus::IntGaugeVec,
     /// `warden_config_reloads_total{result}`.
     pub config_reloads: IntCounterVec,
+    /// `warden_shared_state_up`.
+    pub shared_state_up: IntGauge,
+    /// `warden_shared_state_errors_total{operation}`.
+    pub shared_state_errors: IntCounterVec,
+    /// `warden_rate_limited_total{route}`.
+    pub rate_limited: IntCounterVec,
 }
 
 /// The `route` label of requests no route matched.
@@ -145,6 +151,27 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let shared_state_up = IntGauge::new(
+            "warden_shared_state_up",
+            "1 while the shared state (Redis, or this process's memory) answers, 0 during an outage.",
+        )?;
+        let shared_state_errors = IntCounterVec::new(
+            Opts::new(
+                "warden_shared_state_errors_total",
+                "Shared-state (Redis) operations that failed or timed out, by operation.",
+            ),
+            &["operation"],
+        )?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "warden_rate_limited_total",
+                "Requests refused with 429 by a route's rate limit, by route.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(shared_state_up.clone()))?;
+        registry.register(Box::new(shared_state_errors.clone()))?;
+        registry.register(Box::new(rate_limited.clone()))?;
         registry.register(Box::new(upstream_up.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(tokens_issued.clone()))?;
@@ -176,6 +203,9 @@ impl Metrics {
             credential_refresh,
             upstream_up,
             config_reloads,
+            shared_state_up,
+            shared_state_errors,
+            rate_limited,
         })))
     }
 

@@ -20,8 +20,8 @@ use common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use warden::auth::state::InMemoryState;
 use warden::clock::unix_now;
+use warden::shared_state::InMemoryState;
 use warden::{AuditWriter, StartOptions};
 
 const ISS: &str = "http://warden.test";

@@ -17,9 +17,9 @@ use prometheus::IntCounter;
 use super::cache_admission::CacheAdmission;
 use super::jwks::TrustedIssuer;
 use super::jwt::{self, Principal, Reason, Rejection};
-use super::state::AuthState;
 use crate::clock::unix_now;
 use crate::metrics::Metrics;
+use crate::shared_state::AuthState;
 
 /// `[validation]`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +46,15 @@ impl Default for ValidationSettings {
 
 /// The longest `validation.leeway` a config may set, in seconds.
 pub const MAX_LEEWAY_SECS: u64 = 300;
+
+/// How long past `exp` a revocation is kept: the longest `leeway` a config
+/// may set, and a minute more, so leeway can never revive a revoked token.
+pub const REVOCATION_MARGIN_SECS: i64 = MAX_LEEWAY_SECS as i64 + 60;
+
+/// Until when a token that expires at `exp` stays revoked.
+pub fn revoked_until(exp: i64) -> i64 {
+    exp.saturating_add(REVOCATION_MARGIN_SECS)
+}
 
 /// The longest a verified token stays cached (less if it expires sooner),
 /// so a key removed from a JWKS stops working within this time.

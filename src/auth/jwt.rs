@@ -62,6 +62,9 @@ pub enum Reason {
     InsufficientScope,
     /// A claim the route requires is missing or has another value.
     ClaimMismatch,
+    /// The route's rate limit refused the request (the limit's own 429,
+    /// not an auth refusal; audited like one when a token was presented).
+    RateLimited,
 }
 
 impl Reason {
@@ -83,6 +86,7 @@ impl Reason {
             Reason::TokenRevoked => "token_revoked",
             Reason::InsufficientScope => "insufficient_scope",
             Reason::ClaimMismatch => "claim_mismatch",
+            Reason::RateLimited => "rate_limited",
         }
     }
 }

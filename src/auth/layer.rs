@@ -112,9 +112,12 @@ impl Service<Request<Body>> for JwtAuth {
             }
             request.extensions_mut().insert(principal.clone());
             let mut response = inner.call(request).await?;
-            response
-                .extensions_mut()
-                .insert(AuthOutcome::allowed(principal));
+            // A layer behind auth (the rate limit) may have refused it.
+            if response.extensions().get::<AuthOutcome>().is_none() {
+                response
+                    .extensions_mut()
+                    .insert(AuthOutcome::allowed(principal));
+            }
             Ok(response)
         })
     }

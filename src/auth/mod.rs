@@ -43,9 +43,10 @@ pub mod login;
 pub mod outcome;
 pub mod rejection;
 pub mod scopes;
-pub mod state;
 
-pub use authenticator::{Authenticator, MAX_LEEWAY_SECS, ValidationSettings};
+pub use authenticator::{
+    Authenticator, MAX_LEEWAY_SECS, REVOCATION_MARGIN_SECS, ValidationSettings, revoked_until,
+};
 pub use jwt::{Principal, Reason, Rejection};
 pub use layer::JwtAuthLayer;
 pub use outcome::AuthOutcome;

@@ -53,6 +53,16 @@ pub fn rejection_response(
     needed_scope: Option<&str>,
     key: Option<&ExecutionKey>,
 ) -> Response<Body> {
+    if rejection.reason == Reason::RateLimited {
+        // Not a token problem: no challenge (the rate limit answers its own
+        // 429 with `Retry-After`; this is for completeness).
+        return json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            rejection.description,
+            key,
+        );
+    }
     let (status, error, challenge) = match rejection.reason {
         Reason::MissingToken => (
             StatusCode::UNAUTHORIZED,
@@ -81,7 +91,8 @@ pub fn rejection_response(
         | Reason::TokenNotYetValid
         | Reason::IssuerMismatch
         | Reason::AudienceMismatch
-        | Reason::TokenRevoked => (
+        | Reason::TokenRevoked
+        | Reason::RateLimited => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",
             format!(

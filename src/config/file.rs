@@ -94,6 +94,7 @@ pub(crate) struct RouteFile {
     pub forward_claims: Option<BTreeMap<String, String>>,
     pub forward_authorization: Option<bool>,
     pub inject: Option<InjectFile>,
+    pub rate_limit: Option<RateLimitFile>,
     pub ca_file: Option<String>,
     pub server_name: Option<String>,
     pub upstream_http2: Option<bool>,
@@ -207,4 +208,22 @@ pub(crate) struct AuditFile {
     pub sink: Option<String>,
     pub path: Option<String>,
     pub on_failure: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RateLimitFile {
+    pub requests: u32,
+    pub per: String,
+    pub burst: Option<u32>,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SharedStateFile {
+    pub backend: Option<String>,
+    pub url_env: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<String>,
 }

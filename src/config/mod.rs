@@ -58,6 +58,9 @@ pub struct Config {
     pub audit: AuditSettings,
     /// `[credentials]`, when upstream credentials are stored.
     pub credentials: Option<CredentialsSettings>,
+    /// `[shared_state]`: where revocations, login counters and rate-limit
+    /// counters live.
+    pub shared_state: crate::shared_state::SharedStateSettings,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteSettings>,
 }

@@ -405,7 +405,14 @@ impl Admin {
             );
         };
         let iss = revoke.iss.clone().unwrap_or_else(|| principal.iss.clone());
-        auth.state.revoke(&iss, &revoke.jti, revoke.exp);
+        let until = crate::auth::revoked_until(revoke.exp);
+        if auth.state.revoke(&iss, &revoke.jti, until).await.is_err() {
+            return crate::error::GatewayError::new(
+                crate::error::ErrorCode::SharedStateUnavailable,
+                "the revocation could not be stored where every replica sees it; retry",
+            )
+            .into_response(Some(key));
+        }
         auth.audit
             .event("token_revoked", Some(key))
             .field("jti", revoke.jti.clone())

@@ -30,13 +30,13 @@ use crate::auth::Authenticator;
 use crate::auth::issue::TokenIssuer;
 use crate::auth::jwks::{TrustedIssuer, TrustedIssuerSettings};
 use crate::auth::login::{Endpoints, EndpointsConfig};
-use crate::auth::state::AuthState;
 use crate::body::HttpService;
 use crate::config::Config;
 use crate::credentials::Credentials;
 use crate::metrics::Metrics;
 use crate::proxy::{ConnectionSettings, UpstreamClient};
 use crate::readiness::Readiness;
+use crate::shared_state::{AuthState, RateLimiter, SharedState};
 
 /// A trusted issuer kept across reloads: its settings, itself, its task.
 type HeldIssuer = (TrustedIssuerSettings, Arc<TrustedIssuer>, AbortHandle);
@@ -47,8 +47,16 @@ pub struct Persistent {
     pub metrics: Metrics,
     /// What `/readyz` waits for.
     pub readiness: Readiness,
-    /// Revocations and login counters.
+    /// Revocations and login counters (the auth part of `shared`).
     pub state: Arc<dyn AuthState>,
+    /// The state shared across replicas: auth's, and rate-limit counters.
+    pub shared: SharedState,
+    /// Rate-limit counters by route and limit, kept across reloads that
+    /// leave a route's limit as it was.
+    limiters: Mutex<HashMap<(String, crate::rate_limit::RateLimitSettings), RateLimiter>>,
+    /// Background tasks that live as long as the process (the shared
+    /// state's revocation mirror).
+    tasks: Mutex<Vec<AbortHandle>>,
     /// The audit log.
     pub audit: AuditLog,
     /// Trusted issuers by `iss`, with their settings and refresh task.
@@ -164,24 +172,64 @@ impl Live {
 
 impl Persistent {
     /// What outlives reloads.
-    pub fn new(metrics: Metrics, state: Arc<dyn AuthState>, audit: AuditLog) -> Self {
+    pub fn new(metrics: Metrics, shared: SharedState, audit: AuditLog) -> Self {
         Self {
             metrics,
             readiness: Readiness::default(),
-            state,
+            state: shared.auth(),
+            shared,
+            limiters: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
             audit,
             issuers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Ends the trusted issuers' refresh tasks (at shutdown).
+    /// Keeps `tasks` until [`Persistent::stop`].
+    pub fn hold_tasks(&self, tasks: Vec<AbortHandle>) {
+        if let Ok(mut held) = self.tasks.lock() {
+            held.extend(tasks);
+        }
+    }
+
+    /// Ends the trusted issuers' refresh tasks and the shared state's
+    /// tasks (at shutdown).
     pub fn stop(&self) {
         if let Ok(issuers) = self.issuers.lock() {
             for (_, _, task) in issuers.values() {
                 task.abort();
             }
         }
+        if let Ok(mut tasks) = self.tasks.lock() {
+            for task in tasks.drain(..) {
+                task.abort();
+            }
+        }
+    }
+
+    /// The rate-limit counters of every limited route of `config`: a route
+    /// whose limit did not change keeps its counters.
+    fn rate_limiters(&self, config: &Config) -> Result<HashMap<String, RateLimiter>, StartError> {
+        let mut held = self
+            .limiters
+            .lock()
+            .map_err(|_| StartError::Internal("the rate-limit registry is poisoned"))?;
+        let mut next = HashMap::new();
+        let mut by_route = HashMap::new();
+        for route in &config.routes {
+            let Some(limit) = &route.rate_limit else {
+                continue;
+            };
+            let key = (route.name.clone(), limit.clone());
+            let limiter = held
+                .remove(&key)
+                .unwrap_or_else(|| self.shared.rate_limiter(&route.name, limit.policy.clone()));
+            by_route.insert(route.name.clone(), limiter.clone());
+            next.insert(key, limiter);
+        }
+        *held = next;
+        Ok(by_route)
     }
 
     /// The trusted issuers of `config`: unchanged ones are kept (with their
@@ -330,6 +378,7 @@ impl Persistent {
             audit: self.audit.clone(),
             endpoints,
             credentials: credentials.clone(),
+            rate_limiters: self.rate_limiters(config)?,
         };
         let built = stack::build(config, &parts);
         let tls = config
@@ -362,6 +411,8 @@ pub struct Reloader {
     live: Arc<Live>,
     /// The addresses bound at start-up; a reload cannot move them.
     bound: (std::net::SocketAddr, std::net::SocketAddr),
+    /// `[shared_state]` at start-up; a reload cannot change the backend.
+    shared_state: crate::shared_state::SharedStateSettings,
     ok: prometheus::IntCounter,
     error: prometheus::IntCounter,
     /// One reload at a time.
@@ -394,6 +445,7 @@ impl Reloader {
         persistent: Arc<Persistent>,
         live: Arc<Live>,
         bound: (std::net::SocketAddr, std::net::SocketAddr),
+        shared_state: crate::shared_state::SharedStateSettings,
     ) -> Self {
         let reloads = &persistent.metrics.config_reloads;
         Self {
@@ -403,6 +455,7 @@ impl Reloader {
             persistent,
             live,
             bound,
+            shared_state,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -439,6 +492,9 @@ impl Reloader {
             tracing::warn!(
                 "server.listen and server.admin_listen change only with a restart; the bound addresses stay"
             );
+        }
+        if config.shared_state != self.shared_state {
+            tracing::warn!("[shared_state] changes only with a restart; the backend in use stays");
         }
         match self.persistent.build(&config, hash.clone()) {
             Ok(generation) => {

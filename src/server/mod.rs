@@ -31,12 +31,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::Service as _;
 
 use crate::audit::AuditLog;
-use crate::auth::state::{AuthState, InMemoryState};
 use crate::body;
 use crate::body::HttpService;
 use crate::config::{Config, ServerSettings};
 use crate::extensions::ConnectInfo;
 use crate::metrics::Metrics;
+use crate::shared_state::{AuthState, SharedState};
 use admin::Admin;
 use connections::{Admission, Connections, Tracked};
 use deadline::FirstByteDeadline;
@@ -49,8 +49,8 @@ pub struct StartOptions {
     pub registry: Registry,
     /// Where audit events go instead of `[audit]`'s sink.
     pub audit_writer: Option<AuditWriter>,
-    /// Revocations and login-failure counters instead of the in-memory
-    /// default (a shared backend for several replicas, or a test's state).
+    /// Revocations and login-failure counters instead of those of
+    /// `[shared_state]` (a test's state, or an embedder's own backend).
     pub auth_state: Option<Arc<dyn AuthState>>,
     /// The config file, for reloads (SIGHUP, `POST /admin/reload`).
     pub config_path: Option<std::path::PathBuf>,
@@ -146,6 +146,9 @@ pub enum StartError {
     /// The audit log file could not be opened.
     #[error("cannot open the audit log: {0}")]
     Audit(std::io::Error),
+    /// `[shared_state]` could not be set up (never shows the Redis URL).
+    #[error("shared state: {0}")]
+    SharedState(crate::shared_state::StartError),
     /// A trusted issuer's JWKS client could not be built.
     #[error("trusted issuer {iss}: {reason}")]
     Issuer {
@@ -185,9 +188,14 @@ impl Gateway {
     pub async fn bind_with(config: Config, options: StartOptions) -> Result<Gateway, StartError> {
         crate::crypto::install_providers();
         let metrics = Metrics::new(options.registry)?;
-        let state: Arc<dyn AuthState> = options
-            .auth_state
-            .unwrap_or_else(|| Arc::new(InMemoryState::default()));
+        let mut shared_tasks = Vec::new();
+        let shared = match options.auth_state {
+            Some(state) => {
+                SharedState::in_memory(state, crate::shared_state::health::Health::new(&metrics))
+            }
+            None => SharedState::start(&config.shared_state, &metrics, &mut shared_tasks)
+                .map_err(StartError::SharedState)?,
+        };
         let audit = match options.audit_writer {
             Some(AuditWriter { writer, capacity }) => {
                 AuditLog::with_writer(writer, capacity, metrics.audit_dropped.clone())
@@ -196,7 +204,8 @@ impl Gateway {
                 .await
                 .map_err(StartError::Audit)?,
         };
-        let persistent = Arc::new(Persistent::new(metrics, state, audit));
+        let persistent = Arc::new(Persistent::new(metrics, shared, audit));
+        persistent.hold_tasks(shared_tasks);
         let hash = options
             .config_path
             .as_ref()
@@ -226,6 +235,7 @@ impl Gateway {
                 persistent.clone(),
                 live.clone(),
                 (settings.listen, settings.admin_listen),
+                config.shared_state.clone(),
             ))
         });
         for demo in config

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
-use crate::auth::state::AuthState;
 use crate::credentials::Credentials;
+use crate::shared_state::AuthState;
 
 /// What the operator endpoints (`/admin/*`) need: they require a bearer
 /// token with the scope [`ADMIN_SCOPE`].

@@ -31,7 +31,9 @@ use crate::execution_key::{ExecutionKey, ExecutionKeyLayer};
 use crate::metrics::Metrics;
 use crate::proxy::health::Targets;
 use crate::proxy::{ConnectionSettings, ForwardHeadersLayer, Proxy, Upstream, UpstreamClient};
+use crate::rate_limit::RateLimitLayer;
 use crate::routes::{AuthMode, Dispatcher, RouteEntry, RouteSettings};
+use crate::shared_state::RateLimiter;
 use crate::token_use::TokenUseLayer;
 
 /// What the stacks are built from, besides the config.
@@ -49,6 +51,8 @@ pub struct Components {
     pub endpoints: Endpoints,
     /// Upstream credentials.
     pub credentials: Arc<Credentials>,
+    /// The rate-limit counters of each limited route, by route name.
+    pub rate_limiters: HashMap<String, RateLimiter>,
 }
 
 /// What [`build`] makes.
@@ -173,24 +177,52 @@ fn route_stack(
     claim_headers: &Arc<[HeaderName]>,
     background: &mut Background,
 ) -> RouteService {
-    // These two take their inner stack boxed; a route without them calls
-    // the next layer directly.
-    let jwt = (route.auth == AuthMode::Jwt).then(|| {
+    // These take their inner stack boxed; a route without them calls the
+    // next layer directly.
+    let jwt = route.auth == AuthMode::Jwt;
+    let limit = |before_auth: bool| {
+        let settings = route.rate_limit.as_ref()?;
+        if settings.key.needs_token() == before_auth {
+            return None;
+        }
+        let limiter = parts.rate_limiters.get(&route.name)?.clone();
+        let refused = parts.metrics.rate_limited.with_label_values(&[&route.name]);
+        Some(RateLimitLayer::new(
+            &route.name,
+            settings,
+            limiter,
+            refused,
+            jwt,
+        ))
+    };
+    let limit_before_auth = limit(true).map(|layer| {
         ServiceBuilder::new()
-            // Counts the decision and audits the token use, from the
-            // outcome the JWT layer leaves on every answer; outside auth so
-            // that `on_failure = "refuse"` answers before a token is used.
-            .layer(TokenUseLayer::for_route(
-                &route.name,
-                &parts.metrics,
-                parts.audit.clone(),
-                config.audit.on_failure,
-            ))
+            .layer(layer)
+            .layer_fn(BoxCloneSyncService::new)
+    });
+    let limit_after_auth = limit(false).map(|layer| {
+        ServiceBuilder::new()
+            .layer(layer)
+            .layer_fn(BoxCloneSyncService::new)
+    });
+    let auth = jwt.then(|| {
+        ServiceBuilder::new()
             .layer(JwtAuthLayer::new(
                 parts.authenticator.clone(),
                 route.authz.clone(),
             ))
             .layer_fn(BoxCloneSyncService::new)
+    });
+    // Counts the decision and audits the token use, from the outcome auth
+    // (or a rate limit) leaves on every answer; outside both so that
+    // `on_failure = "refuse"` answers before a token is used.
+    let token_use = jwt.then(|| {
+        TokenUseLayer::for_route(
+            &route.name,
+            &parts.metrics,
+            parts.audit.clone(),
+            config.audit.on_failure,
+        )
     });
     let inject = route.inject.as_ref().map(|inject| {
         ServiceBuilder::new()
@@ -206,8 +238,15 @@ fn route_stack(
         .layer(RequestDeadlineLayer::new(config.server.request_timeout))
         // Boxed once here: the dispatcher holds every route as one type.
         .layer_fn(BoxCloneSyncService::new)
+        .option_layer(token_use)
+        // Limits that need no token (client_ip, header, route): before the
+        // signature check, so a flood costs no verification.
+        .option_layer(limit_before_auth)
         // 401/403 before anything is rewritten or reaches the upstream.
-        .option_layer(jwt)
+        .option_layer(auth)
+        // Limits keyed by the token (sub, claim): after it is verified, so
+        // a forged token drains no one's bucket.
+        .option_layer(limit_after_auth)
         // Hop-by-hop headers out (with every header the client's Connection
         // names), X-Forwarded-* and X-Execution-Key in. Before the claims and
         // the credential, so a client cannot name the headers they set.

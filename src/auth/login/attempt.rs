@@ -26,9 +26,9 @@ use super::request::{self, LoginRequest, Presented};
 use super::response::{Failure, failure_response, token_response};
 use crate::audit::AuditLog;
 use crate::auth::issue::{Grant, Issued, TokenIssuer};
-use crate::auth::state::AuthState;
 use crate::body::Body;
 use crate::execution_key::ExecutionKey;
+use crate::shared_state::AuthState;
 
 /// How a login attempt authenticated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +157,7 @@ impl Login {
         // The address first: a throttled client is refused before its
         // request is read.
         if let Some(ip) = client_ip {
-            attempts.begin(format!("ip:{ip}"))?;
+            attempts.begin(format!("ip:{ip}")).await?;
         }
         let LoginRequest {
             presented,
@@ -198,7 +198,7 @@ impl Login {
             Presented::ApiKey(secret) => {
                 let identity = api_key_by_secret(&settings.api_keys, &secret)
                     .ok_or_else(|| Failure::invalid_client("bad_api_key", None))?;
-                attempts.begin(format!("id:{}", identity.id))?;
+                attempts.begin(format!("id:{}", identity.id)).await?;
                 Ok(Authenticated {
                     method: LoginMethod::ApiKey,
                     sub: identity.sub.clone(),
@@ -208,7 +208,7 @@ impl Login {
                 })
             }
             Presented::Basic { user, secret } if client_credentials => {
-                attempts.begin(format!("id:{user}"))?;
+                attempts.begin(format!("id:{user}")).await?;
                 let identity = settings.api_keys.iter().find(|k| k.id == user);
                 let matches = client_secret_matches(identity, secret.as_bytes());
                 match identity {
@@ -227,7 +227,7 @@ impl Login {
                 }
             }
             Presented::Basic { user, secret } => {
-                attempts.begin(format!("id:{user}"))?;
+                attempts.begin(format!("id:{user}")).await?;
                 let identity = settings.users.iter().find(|u| u.username == user);
                 let ok = self.passwords.verify(identity, secret).await;
                 match identity {
@@ -267,8 +267,8 @@ impl<'a> Attempts<'a> {
     }
 
     /// Counts an attempt for `subject`, or refuses it with 429.
-    fn begin(&mut self, subject: String) -> Result<(), Failure> {
-        match self.state.begin_attempt(&subject, self.limit) {
+    async fn begin(&mut self, subject: String) -> Result<(), Failure> {
+        match self.state.begin_attempt(&subject, self.limit).await {
             Ok(()) => {
                 self.begun.push(subject);
                 Ok(())

@@ -53,10 +53,10 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::auth::issue::{TokenIssuer, public_jwks};
 use crate::auth::keys::LoadedKey;
-use crate::auth::state::AuthState;
 use crate::body::{self, Body};
 use crate::error::json_error;
 use crate::execution_key::ExecutionKey;
+use crate::shared_state::AuthState;
 pub use hashing::MAX_M_COST_KIB;
 
 /// The path of the public JWKS.

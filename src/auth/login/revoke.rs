@@ -6,7 +6,9 @@
 //! token leaves an [`AuthOutcome`] for the `token_use` audit, and a
 //! revocation is also audited as `token_revoked`.
 //!
-//! Answers 200 `{"revoked": true, "jti", "execution_key"}`, 400
+//! Answers 200 `{"revoked": true, "jti", "execution_key"}` once the
+//! revocation is stored where every replica sees it (503
+//! `shared_state_unavailable` when it cannot be), 400
 //! `invalid_request` for a token without `jti`, and the gateway's usual 401
 //! rejections for a missing or invalid token; the execution key is passed in.
 
@@ -15,13 +17,13 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 
 use crate::audit::AuditLog;
-use crate::auth::state::AuthState;
 use crate::auth::{
-    AuthOutcome, Authenticator, Principal, Reason, bearer_token, rejection_response,
+    AuthOutcome, Authenticator, Principal, Reason, bearer_token, rejection_response, revoked_until,
 };
 use crate::body::Body;
-use crate::error::{json_error, json_response};
+use crate::error::{ErrorCode, GatewayError, json_error, json_response};
 use crate::execution_key::ExecutionKey;
+use crate::shared_state::AuthState;
 
 /// `POST {login.path}/revoke`.
 #[derive(Debug)]
@@ -67,7 +69,11 @@ impl Revoke {
         };
         let (response, principal, denied) =
             match self.authenticator.authenticate_detailed(&token).await {
-                Ok(principal) => (self.revoke_token(&principal, key), Some(principal), None),
+                Ok(principal) => (
+                    self.revoke_token(&principal, key).await,
+                    Some(principal),
+                    None,
+                ),
                 Err((rejection, known)) => (
                     rejection_response(rejection, None, key),
                     known,
@@ -86,7 +92,11 @@ impl Revoke {
         response
     }
 
-    fn revoke_token(&self, principal: &Principal, key: Option<&ExecutionKey>) -> Response<Body> {
+    async fn revoke_token(
+        &self,
+        principal: &Principal,
+        key: Option<&ExecutionKey>,
+    ) -> Response<Body> {
         let Some(jti) = principal.jti.clone() else {
             return json_error(
                 StatusCode::BAD_REQUEST,
@@ -95,7 +105,20 @@ impl Revoke {
                 key,
             );
         };
-        self.state.revoke(&principal.iss, &jti, principal.exp);
+        let until = revoked_until(principal.exp);
+        if self
+            .state
+            .revoke(&principal.iss, &jti, until)
+            .await
+            .is_err()
+        {
+            // Refused on this replica already; the others would not know.
+            return GatewayError::new(
+                ErrorCode::SharedStateUnavailable,
+                "the revocation could not be stored where every replica sees it; retry",
+            )
+            .into_response(key);
+        }
         self.audit
             .event("token_revoked", key)
             .field("jti", jti.clone())

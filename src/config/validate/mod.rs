@@ -13,6 +13,7 @@
 //! - `auth.rs`: `[[keys]]`, `[issuer]`, `[validation]`, `[[trusted_issuers]]`
 //! - `login.rs`: `[login]` with its API keys and users
 //! - `credentials.rs`: `[credentials]`, and a route's `inject`
+//! - `shared_state.rs`: `[shared_state]`, and a route's `rate_limit`
 //! - `routes.rs`: `[[routes]]`
 //! - `report.rs`: key paths, the report, and the value checks several
 //!   sections share
@@ -21,7 +22,7 @@
 //! [`read_sections`] (and its name in [`SECTIONS`]), a file here with its
 //! `build_*` function, and a call in [`build`]. Rules that involve two
 //! sections stay in this file, in [`build`]; the section files import only
-//! `report.rs` and each other one way (`routes.rs` uses `credentials.rs`).
+//! `report.rs` and each other one way (`routes.rs` uses `credentials.rs` and `shared_state.rs`).
 
 mod auth;
 mod credentials;
@@ -29,6 +30,7 @@ mod login;
 mod report;
 mod routes;
 mod server;
+mod shared_state;
 
 use std::path::Path;
 
@@ -39,7 +41,7 @@ use toml::de::{DeTable, DeValue};
 use self::report::{KeyPath, Report};
 use super::file::{
     AuditFile, CredentialsFile, IssuerFile, KeyFile, LogFile, LoginFile, RouteFile, ServerFile,
-    TrustedIssuerFile, ValidationFile,
+    SharedStateFile, TrustedIssuerFile, ValidationFile,
 };
 use super::{Config, ConfigError};
 use crate::auth::login::{JWKS_PATH, LoginSettings};
@@ -57,6 +59,7 @@ struct Sections {
     login: Option<LoginFile>,
     audit: AuditFile,
     credentials: Option<CredentialsFile>,
+    shared_state: SharedStateFile,
     routes: Vec<(usize, RouteFile)>,
 }
 
@@ -82,8 +85,7 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     report.finish(config)
 }
 
-const SECTIONS: &str =
-    "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, routes";
+const SECTIONS: &str = "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, shared_state, routes";
 
 /// Deserializes every element of an array of tables (`[[name]]`).
 fn array_section<'a, T: DeserializeOwned>(
@@ -141,6 +143,14 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
                 let path = KeyPath::default().key("login");
                 sections.login = report.section(&path, value, "see docs/configuration.md#login");
             }
+            "shared_state" => {
+                let path = KeyPath::default().key("shared_state");
+                if let Some(s) =
+                    report.section(&path, value, "see docs/configuration.md#shared-state")
+                {
+                    sections.shared_state = s;
+                }
+            }
             "audit" => {
                 let path = KeyPath::default().key("audit");
                 if let Some(a) = report.section(&path, value, "see docs/configuration.md#audit") {
@@ -184,6 +194,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         .login
         .map(|file| login::build_login(report, file, issuer.as_ref()));
     let audit = server::build_audit(report, sections.audit);
+    let shared_state = shared_state::build_shared_state(report, sections.shared_state);
     let credentials = sections
         .credentials
         .map(|file| credentials::build_credentials(report, file));
@@ -229,6 +240,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         login,
         audit,
         credentials,
+        shared_state,
         routes,
     }
 }

@@ -15,6 +15,7 @@ use http::{Method, Uri};
 
 use super::credentials::{CREDENTIAL_PLACEHOLDER, build_inject};
 use super::report::{KeyPath, Report, check_scopes, duration, is_path_byte};
+use super::shared_state::build_rate_limit;
 use crate::auth::forward::ForwardSettings;
 use crate::auth::scopes::RouteAuthz;
 use crate::config::ServerSettings;
@@ -101,6 +102,14 @@ fn build_route(
         .as_ref()
         .and_then(|inject| build_inject(report, &path.key("inject"), inject));
     check_credential_placeholder(report, path, &file, inject.is_some());
+    let rate_limit = file.rate_limit.as_ref().and_then(|limit| {
+        build_rate_limit(
+            report,
+            &path.key("rate_limit"),
+            limit,
+            auth == AuthMode::Jwt,
+        )
+    });
     let upstream = build_upstream(report, &path.key("upstream"), file.upstream);
     let timeout = duration(
         report,
@@ -128,6 +137,7 @@ fn build_route(
         authz,
         forward,
         inject,
+        rate_limit,
         connection,
         health,
     })

@@ -1,33 +1,18 @@
-//! Shared auth state: revoked token ids and login-failure counters, behind
-//! one small trait ([`AuthState`]) so that a shared backend (Redis, for
-//! several replicas) can replace [`InMemoryState`] without touching the
-//! request path.
+//! [`InMemoryState`]: revocations and login-failure counters in this
+//! process's memory, bounded in size. The `memory` backend, and the local
+//! mirror and fallback of the Redis one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+
+use super::{AuthState, Unavailable};
 use crate::clock::unix_now;
 
 /// The window login failures are counted in.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-
-/// Revocations and login-failure counters.
-pub trait AuthState: Send + Sync + std::fmt::Debug {
-    /// Revokes the token `jti` of issuer `iss` until `exp` (seconds since
-    /// the epoch) and past it by the longest leeway a config may allow.
-    fn revoke(&self, iss: &str, jti: &str, exp: i64);
-    /// Whether the token `jti` of issuer `iss` is revoked.
-    fn is_revoked(&self, iss: &str, jti: &str) -> bool;
-    /// Counts a login attempt for `subject` (a client address or an
-    /// identity) as it begins, so attempts still in flight count too. When
-    /// `limit` attempts are already counted in the current window, counts
-    /// nothing and returns how long until the window ends.
-    fn begin_attempt(&self, subject: &str, limit: u32) -> Result<(), Duration>;
-    /// Takes back an attempt of `subject` that succeeded (or was refused
-    /// before any credential was checked): only failures stay counted.
-    fn forgive(&self, subject: &str);
-}
 
 #[derive(Debug)]
 struct Window {
@@ -35,17 +20,27 @@ struct Window {
     failures: AtomicU32,
 }
 
+/// Each revocation expires at the time it was revoked until.
 struct RevokedUntil;
 
-/// How long past `exp` a revocation is kept: the longest `leeway` a config
-/// may set, and a minute more, so leeway can never revive a revoked token.
-pub const REVOCATION_MARGIN: Duration = Duration::from_secs(crate::auth::MAX_LEEWAY_SECS + 60);
-
 impl moka::Expiry<String, i64> for RevokedUntil {
-    fn expire_after_create(&self, _key: &String, exp: &i64, _now: Instant) -> Option<Duration> {
-        let remaining = u64::try_from(exp.saturating_sub(unix_now())).unwrap_or(0);
-        Some(Duration::from_secs(remaining) + REVOCATION_MARGIN)
+    fn expire_after_create(&self, _key: &String, until: &i64, _now: Instant) -> Option<Duration> {
+        Some(remaining(*until))
     }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        until: &i64,
+        _now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(remaining(*until))
+    }
+}
+
+fn remaining(until: i64) -> Duration {
+    Duration::from_secs(u64::try_from(until.saturating_sub(unix_now())).unwrap_or(0))
 }
 
 /// One key for an issuer's token id (`\0` cannot occur in either).
@@ -93,18 +88,27 @@ impl Default for InMemoryState {
     }
 }
 
-impl AuthState for InMemoryState {
-    fn revoke(&self, iss: &str, jti: &str, exp: i64) {
+impl InMemoryState {
+    /// Revokes `jti` of `iss` until `until` (seconds since the epoch); a
+    /// later `until` for the same token extends it, an earlier one does not
+    /// shorten it.
+    pub fn revoke_until(&self, iss: &str, jti: &str, until: i64) {
         self.any_revoked.store(true, Ordering::Release);
-        self.revoked.insert(revocation_key(iss, jti), exp);
+        let key = revocation_key(iss, jti);
+        if self.revoked.get(&key).is_some_and(|held| held >= until) {
+            return;
+        }
+        self.revoked.insert(key, until);
     }
 
-    fn is_revoked(&self, iss: &str, jti: &str) -> bool {
+    /// Whether `jti` of `iss` is revoked.
+    pub fn is_revoked(&self, iss: &str, jti: &str) -> bool {
         self.any_revoked.load(Ordering::Acquire)
             && self.revoked.contains_key(&revocation_key(iss, jti))
     }
 
-    fn begin_attempt(&self, subject: &str, limit: u32) -> Result<(), Duration> {
+    /// [`AuthState::begin_attempt`], at once.
+    pub fn begin_attempt_now(&self, subject: &str, limit: u32) -> Result<(), Duration> {
         let window = self.failures.get_with(subject.to_owned(), || {
             Arc::new(Window {
                 started: Instant::now(),
@@ -125,12 +129,41 @@ impl AuthState for InMemoryState {
         }
     }
 
-    fn forgive(&self, subject: &str) {
+    /// [`AuthState::forgive`].
+    pub fn forgive_now(&self, subject: &str) {
         if let Some(window) = self.failures.get(subject) {
             let _ = window
                 .failures
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
+    }
+}
+
+impl AuthState for InMemoryState {
+    fn revoke<'a>(
+        &'a self,
+        iss: &'a str,
+        jti: &'a str,
+        until: i64,
+    ) -> BoxFuture<'a, Result<(), Unavailable>> {
+        self.revoke_until(iss, jti, until);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn is_revoked(&self, iss: &str, jti: &str) -> bool {
+        InMemoryState::is_revoked(self, iss, jti)
+    }
+
+    fn begin_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(std::future::ready(self.begin_attempt_now(subject, limit)))
+    }
+
+    fn forgive(&self, subject: &str) {
+        self.forgive_now(subject);
     }
 }
 
@@ -141,7 +174,7 @@ mod tests {
     #[test]
     fn revocation_holds_until_expiry() {
         let state = InMemoryState::default();
-        state.revoke("https://a", "abc", unix_now() + 60);
+        state.revoke_until("https://a", "abc", unix_now() + 60);
         assert!(state.is_revoked("https://a", "abc"));
         assert!(!state.is_revoked("https://a", "abd"));
         assert!(
@@ -154,12 +187,12 @@ mod tests {
     fn attempts_block_at_the_limit_and_successes_are_forgiven() {
         let state = InMemoryState::default();
         for _ in 0..3 {
-            assert_eq!(state.begin_attempt("10.0.0.1", 3), Ok(()));
+            assert_eq!(state.begin_attempt_now("10.0.0.1", 3), Ok(()));
         }
-        let blocked = state.begin_attempt("10.0.0.1", 3);
+        let blocked = state.begin_attempt_now("10.0.0.1", 3);
         assert!(blocked.is_err_and(|d| d <= FAILURE_WINDOW && d > Duration::from_secs(50)));
-        state.forgive("10.0.0.1");
-        assert_eq!(state.begin_attempt("10.0.0.1", 3), Ok(()));
-        assert_eq!(state.begin_attempt("10.0.0.2", 3), Ok(()));
+        state.forgive_now("10.0.0.1");
+        assert_eq!(state.begin_attempt_now("10.0.0.1", 3), Ok(()));
+        assert_eq!(state.begin_attempt_now("10.0.0.2", 3), Ok(()));
     }
 }

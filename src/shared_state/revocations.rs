@@ -1,0 +1,195 @@
+//! [`RedisAuthState`]: auth's shared state on Redis, with this replica's
+//! memory in front.
+//!
+//! The request path reads the local mirror only. The mirror is kept by one
+//! background task: subscribe to the revocation channel, load every
+//! revocation in force (so nothing published while the subscription was
+//! down is missed), then apply each message as it comes, with a full
+//! resynchronisation every [`RESYNC_EVERY`] and whenever an outage ends.
+//! Entries expire with their token, as in memory.
+//!
+//! Login counters ask Redis and count locally as well, so when Redis cannot
+//! answer in time the local count decides: throttling never switches off.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+
+use super::memory::{FAILURE_WINDOW, InMemoryState};
+use super::redis::Redis;
+use super::{AuthState, Unavailable};
+
+/// How often the mirror reloads every revocation, whatever pub/sub said.
+pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
+
+/// How long the task waits before subscribing again after a failure.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+/// Auth's state on Redis.
+#[derive(Debug)]
+pub struct RedisAuthState {
+    redis: Arc<Redis>,
+    local: Arc<InMemoryState>,
+}
+
+impl RedisAuthState {
+    /// The state, and the task that keeps its mirror (abort it to stop).
+    pub fn start(redis: Arc<Redis>) -> (Self, tokio::task::AbortHandle) {
+        let local = Arc::new(InMemoryState::default());
+        let task = tokio::spawn(mirror(redis.clone(), local.clone()));
+        (Self { redis, local }, task.abort_handle())
+    }
+}
+
+/// `iss\0jti`: one member for an issuer's token id (`\0` is in neither).
+fn member(iss: &str, jti: &str) -> String {
+    format!("{iss}\0{jti}")
+}
+
+/// Applies `<until> <iss>\0<jti>` (a published revocation) to `local`.
+fn apply(local: &InMemoryState, until: i64, member: &str) {
+    if let Some((iss, jti)) = member.split_once('\0') {
+        local.revoke_until(iss, jti, until);
+    }
+}
+
+fn apply_message(local: &InMemoryState, payload: &str) {
+    if let Some((until, member)) = payload.split_once(' ')
+        && let Ok(until) = until.parse::<i64>()
+    {
+        apply(local, until, member);
+    }
+}
+
+/// Loads every revocation in force into `local`.
+async fn resync(redis: &Redis, local: &InMemoryState) -> bool {
+    match redis.revocations().await {
+        Ok(all) => {
+            for (member, until) in &all {
+                apply(local, *until, member);
+            }
+            tracing::debug!(revocations = all.len(), "revocations resynchronised");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// The mirror's task: runs until aborted.
+async fn mirror(redis: Arc<Redis>, local: Arc<InMemoryState>) {
+    loop {
+        let Ok(pubsub) = redis.subscribe().await else {
+            tokio::time::sleep(RETRY_AFTER).await;
+            continue;
+        };
+        let mut messages = pubsub.into_on_message();
+        // Subscribed first, loaded second: a revocation published in
+        // between is in the load or in the stream, never in neither.
+        resync(&redis, &local).await;
+        let mut every = tokio::time::interval(RESYNC_EVERY);
+        every.reset();
+        loop {
+            tokio::select! {
+                message = messages.next() => match message {
+                    Some(message) => {
+                        if let Ok(payload) = message.get_payload::<String>() {
+                            apply_message(&local, &payload);
+                        }
+                    }
+                    // The connection closed: Redis went away.
+                    None => {
+                        redis.health().failed("subscribe", "connection dropped");
+                        break;
+                    }
+                },
+                _ = every.tick() => {
+                    resync(&redis, &local).await;
+                }
+                () = redis.health().recovered() => {
+                    resync(&redis, &local).await;
+                }
+            }
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+impl AuthState for RedisAuthState {
+    fn revoke<'a>(
+        &'a self,
+        iss: &'a str,
+        jti: &'a str,
+        until: i64,
+    ) -> BoxFuture<'a, Result<(), Unavailable>> {
+        // Refused here at once, whatever Redis answers.
+        self.local.revoke_until(iss, jti, until);
+        Box::pin(async move {
+            self.redis
+                .revoke(&member(iss, jti), until)
+                .await
+                .map_err(|_| Unavailable)
+        })
+    }
+
+    fn is_revoked(&self, iss: &str, jti: &str) -> bool {
+        self.local.is_revoked(iss, jti)
+    }
+
+    fn begin_attempt<'a>(
+        &'a self,
+        subject: &'a str,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<(), Duration>> {
+        Box::pin(async move {
+            let here = self.local.begin_attempt_now(subject, limit);
+            match self
+                .redis
+                .begin_attempt(subject, limit, FAILURE_WINDOW)
+                .await
+            {
+                Ok(fleet) => fleet,
+                Err(_) => here,
+            }
+        })
+    }
+
+    fn forgive(&self, subject: &str) {
+        self.local.forgive_now(subject);
+        let redis = self.redis.clone();
+        let subject = subject.to_owned();
+        tokio::spawn(async move {
+            let _ = redis.forgive(&subject).await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_published_revocation_reaches_the_mirror() {
+        let local = InMemoryState::default();
+        let until = crate::clock::unix_now() + 60;
+        apply_message(&local, &format!("{until} https://a\0abc"));
+        assert!(local.is_revoked("https://a", "abc"));
+        assert!(!local.is_revoked("https://a", "abd"));
+    }
+
+    #[test]
+    fn malformed_messages_are_ignored() {
+        let local = InMemoryState::default();
+        for payload in [
+            "",
+            "x",
+            "12",
+            "abc https://a\0abc",
+            "99999999999 no-separator",
+        ] {
+            apply_message(&local, payload);
+        }
+        assert!(!local.is_revoked("https://a", "abc"));
+    }
+}
