@@ -8,10 +8,15 @@
 //! resynchronisation every [`RESYNC_EVERY`] and whenever an outage ends.
 //! Entries expire with their token, as in memory.
 //!
+//! A revocation that cannot be stored in Redis is answered 503 (never
+//! reported as done), refused here at once, and kept as pending: the task
+//! stores it in Redis once Redis answers again, so the fleet learns it
+//! without the token's holder having to retry (at most [`MAX_PENDING`]).
+//!
 //! Login counters ask Redis and count locally as well, so when Redis cannot
 //! answer in time the local count decides: throttling never switches off.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -27,19 +32,61 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 /// How long the task waits before subscribing again after a failure.
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 
+/// How often revocations pending for Redis are tried again.
+const PENDING_RETRY: Duration = Duration::from_secs(1);
+
+/// The most revocations kept for Redis during one outage.
+pub const MAX_PENDING: usize = 100_000;
+
+/// Revocations made during an outage, to store once Redis is back.
+type Pending = Mutex<Vec<(String, i64)>>;
+
 /// Auth's state on Redis.
 #[derive(Debug)]
 pub struct RedisAuthState {
     redis: Arc<Redis>,
     local: Arc<InMemoryState>,
+    pending: Arc<Pending>,
 }
 
 impl RedisAuthState {
     /// The state, and the task that keeps its mirror (abort it to stop).
     pub fn start(redis: Arc<Redis>) -> (Self, tokio::task::AbortHandle) {
         let local = Arc::new(InMemoryState::default());
-        let task = tokio::spawn(mirror(redis.clone(), local.clone()));
-        (Self { redis, local }, task.abort_handle())
+        let pending = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(mirror(redis.clone(), local.clone(), pending.clone()));
+        let state = Self {
+            redis,
+            local,
+            pending,
+        };
+        (state, task.abort_handle())
+    }
+}
+
+/// Stores the revocations still pending; those Redis refuses stay.
+async fn flush(redis: &Redis, pending: &Pending) {
+    let waiting = match pending.lock() {
+        Ok(mut held) => std::mem::take(&mut *held),
+        Err(_) => return,
+    };
+    let mut failed = Vec::new();
+    let now = crate::clock::unix_now();
+    let mut down = false;
+    for (member, until) in waiting {
+        if until <= now {
+            continue;
+        }
+        // After one failure the rest wait for the next try.
+        if down || redis.revoke(&member, until).await.is_err() {
+            down = true;
+            failed.push((member, until));
+        }
+    }
+    if !failed.is_empty()
+        && let Ok(mut held) = pending.lock()
+    {
+        held.extend(failed);
     }
 }
 
@@ -63,22 +110,28 @@ fn apply_message(local: &InMemoryState, payload: &str) {
     }
 }
 
-/// Loads every revocation in force into `local`.
-async fn resync(redis: &Redis, local: &InMemoryState) -> bool {
+/// Loads every revocation in force into `local`, then stores what is
+/// pending (once Redis has answered).
+async fn resync(redis: &Redis, local: &InMemoryState, pending: &Pending) -> bool {
     match redis.revocations().await {
         Ok(all) => {
             for (member, until) in &all {
                 apply(local, *until, member);
             }
             tracing::debug!(revocations = all.len(), "revocations resynchronised");
+            flush(redis, pending).await;
             true
         }
         Err(_) => false,
     }
 }
 
+fn has_pending(pending: &Pending) -> bool {
+    pending.lock().is_ok_and(|held| !held.is_empty())
+}
+
 /// The mirror's task: runs until aborted.
-async fn mirror(redis: Arc<Redis>, local: Arc<InMemoryState>) {
+async fn mirror(redis: Arc<Redis>, local: Arc<InMemoryState>, pending: Arc<Pending>) {
     loop {
         let Ok(pubsub) = redis.subscribe().await else {
             tokio::time::sleep(RETRY_AFTER).await;
@@ -87,9 +140,11 @@ async fn mirror(redis: Arc<Redis>, local: Arc<InMemoryState>) {
         let mut messages = pubsub.into_on_message();
         // Subscribed first, loaded second: a revocation published in
         // between is in the load or in the stream, never in neither.
-        resync(&redis, &local).await;
+        resync(&redis, &local, &pending).await;
         let mut every = tokio::time::interval(RESYNC_EVERY);
         every.reset();
+        let mut retry = tokio::time::interval(PENDING_RETRY);
+        retry.reset();
         loop {
             tokio::select! {
                 message = messages.next() => match message {
@@ -105,10 +160,13 @@ async fn mirror(redis: Arc<Redis>, local: Arc<InMemoryState>) {
                     }
                 },
                 _ = every.tick() => {
-                    resync(&redis, &local).await;
+                    resync(&redis, &local, &pending).await;
+                }
+                _ = retry.tick(), if has_pending(&pending) => {
+                    flush(&redis, &pending).await;
                 }
                 () = redis.health().recovered() => {
-                    resync(&redis, &local).await;
+                    resync(&redis, &local, &pending).await;
                 }
             }
         }
@@ -126,10 +184,16 @@ impl AuthState for RedisAuthState {
         // Refused here at once, whatever Redis answers.
         self.local.revoke_until(iss, jti, until);
         Box::pin(async move {
-            self.redis
-                .revoke(&member(iss, jti), until)
-                .await
-                .map_err(|_| Unavailable)
+            let member = member(iss, jti);
+            if self.redis.revoke(&member, until).await.is_ok() {
+                return Ok(());
+            }
+            if let Ok(mut held) = self.pending.lock()
+                && held.len() < MAX_PENDING
+            {
+                held.push((member, until));
+            }
+            Err(Unavailable)
         })
     }
 

@@ -739,8 +739,14 @@ pub struct WardenProcess {
 /// Starts `warden run --config <file with toml>` (which must log JSON) and
 /// waits for its `listening` line.
 pub async fn spawn_warden(toml: &str) -> WardenProcess {
+    spawn_warden_with_env(toml, &[]).await
+}
+
+/// [`spawn_warden`], with `env` set for the process (a Redis URL, say).
+pub async fn spawn_warden_with_env(toml: &str, env: &[(&str, &str)]) -> WardenProcess {
     let config = ConfigFile::new(toml);
     let mut child = warden_command(&["run", "--config", config.path_str()])
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -810,6 +816,15 @@ impl WardenProcess {
             }
             self.seen.push_back(line);
         }
+    }
+
+    /// Every line logged so far (returned by [`Self::next_line`] or not
+    /// excepted: those are gone), without waiting.
+    pub fn lines_so_far(&mut self) -> Vec<Value> {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push_back(line);
+        }
+        self.seen.iter().cloned().collect()
     }
 
     /// Waits for the process to exit.
