@@ -17,7 +17,11 @@
 #     interleaved, and reports medians: requests/s, p50/p99 latency, the
 #     proxy's CPU per request (utime+stime from /proc/PID/stat), its peak RSS
 #     (VmHWM), and the ratios to direct and to HAProxy;
-#   - measures warden's memory with 1,000 idle keep-alive connections.
+#   - measures warden's memory with 1,000 idle keep-alive connections;
+#   - when redis-server is installed, also runs warden with
+#     `[shared_state] backend = "redis"` (a redis-server on the load core)
+#     and a rate-limited route, and reports what shared state and rate
+#     limits cost per request against the same routes in memory.
 # It installs nothing, and stops every process it started on exit.
 #
 # Settings (environment):
@@ -34,6 +38,9 @@
 #   HAPROXY_TEMPLATE=  the HAProxy peer config (default: ../shared/bench/haproxy-peer.cfg.in
 #                      if it exists, else benches/haproxy-peer.cfg.in)
 #   QUICK=1            DURATION=2 REPS=1 TOKENS=5000 unless set explicitly
+#   ONLY="id id ..."   run only these cases (ids as in the report's tsv), e.g.
+#                      ONLY="warden-public warden-limited warden-cached warden-redis-cached"
+#   NO_REDIS=1         skip the shared-state cases even if redis-server is installed
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -90,6 +97,8 @@ if ((${#missing[@]})); then
 (nginx is optional: apt-get install nginx adds it as a second plain-proxy peer)"
 fi
 NGINX=$(find_tool nginx) || NGINX=""
+REDIS_SERVER=""
+[[ "${NO_REDIS:-0}" == 1 ]] || REDIS_SERVER=$(find_tool redis-server) || REDIS_SERVER=""
 
 CORES=$(nproc)
 if ((CORES < 2)); then
@@ -111,15 +120,16 @@ PORT_WARDEN=$((BASE_PORT + 5))
 PORT_ADMIN=$((BASE_PORT + 6))
 PORT_NGINX=$((BASE_PORT + 7))
 PORT_FLOOR=$((BASE_PORT + 8))
+PORT_REDIS=$((BASE_PORT + 9))
 # Outside the ephemeral range, or an outgoing connection (wrk, the proxies'
 # upstream connections) could hold one of them when warden restarts.
 read -r EPHEMERAL_LOW EPHEMERAL_HIGH </proc/sys/net/ipv4/ip_local_port_range
-if ((BASE_PORT + 8 >= EPHEMERAL_LOW && BASE_PORT <= EPHEMERAL_HIGH)); then
-    die "ports $BASE_PORT-$((BASE_PORT + 8)) are in the ephemeral range $EPHEMERAL_LOW-$EPHEMERAL_HIGH; set BASE_PORT below $((EPHEMERAL_LOW - 9))"
+if ((BASE_PORT + 9 >= EPHEMERAL_LOW && BASE_PORT <= EPHEMERAL_HIGH)); then
+    die "ports $BASE_PORT-$((BASE_PORT + 9)) are in the ephemeral range $EPHEMERAL_LOW-$EPHEMERAL_HIGH; set BASE_PORT below $((EPHEMERAL_LOW - 10))"
 fi
-for port in $(seq "$BASE_PORT" $((BASE_PORT + 8))); do
+for port in $(seq "$BASE_PORT" $((BASE_PORT + 9))); do
     if [[ -n $("$SS" -Htln "sport = :$port" 2>/dev/null) ]]; then
-        die "port $port is in use; set BASE_PORT to the first of 9 free ports"
+        die "port $port is in use; set BASE_PORT to the first of 10 free ports"
     fi
 done
 
@@ -138,6 +148,9 @@ fi
 declare -A CASE_PROXY CASE_URL CASE_POOL CASE_TOKEN CASE_LABEL
 CASES=()
 add_case() { # id proxy url label [pool]
+    if [[ -n "${ONLY:-}" && " $ONLY " != *" $1 "* ]]; then
+        return 0
+    fi
     CASES+=("$1")
     CASE_PROXY[$1]=$2
     CASE_URL[$1]=$3
@@ -161,6 +174,14 @@ add_case warden-rs256 warden "http://127.0.0.1:$PORT_WARDEN/rs256" "warden jwt R
 add_case haproxy-es256 haproxy "http://127.0.0.1:$PORT_ES256/es256" "HAProxy jwt ES256" es256
 add_case warden-es256 warden "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwt ES256" es256
 add_case warden-cached warden "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwt repeated (cache)"
+# A public route with a rate limit by client_ip that never refuses: what
+# counting costs (SPEC §11), against warden-public.
+add_case warden-limited warden "http://127.0.0.1:$PORT_WARDEN/limited" "warden public + rate limit"
+if [[ -n $REDIS_SERVER ]]; then
+    # The same routes with the shared state in Redis (SPEC §10).
+    add_case warden-redis-cached warden-redis "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwt repeated, redis"
+    add_case warden-redis-limited warden-redis "http://127.0.0.1:$PORT_WARDEN/limited" "warden rate limit, redis"
+fi
 
 # ---------------------------------------------------------------- estimate
 
@@ -191,7 +212,7 @@ done
 # ---------------------------------------------------------------- processes
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/warden-load.XXXXXX")
-UPSTREAM_PID="" HAPROXY_PID="" NGINX_PID="" WARDEN_PID="" HOLD_PID="" FLOOR_PID=""
+UPSTREAM_PID="" HAPROXY_PID="" NGINX_PID="" WARDEN_PID="" HOLD_PID="" FLOOR_PID="" REDIS_PID=""
 
 stop_pid() { # pid
     [[ -n "$1" ]] || return 0
@@ -207,6 +228,7 @@ cleanup() {
     stop_pid "$NGINX_PID"
     stop_pid "$FLOOR_PID"
     stop_pid "$UPSTREAM_PID"
+    stop_pid "$REDIS_PID"
     if [[ "$KEEP_TMP" == 1 || $status -ne 0 ]]; then
         say "kept $TMP (configs, logs, raw wrk output)"
     else
@@ -271,11 +293,28 @@ start_nginx() {
 
 # A fresh warden for every run: its verified-token cache starts empty, so a
 # cold case never hits it, and VmHWM is the peak of that run alone.
-start_warden() {
-    TOKIO_WORKER_THREADS=1 "$TASKSET" -c "$PROXY_CORE" "$WARDEN" run --config "$TMP/warden.toml" \
+start_warden() { # [config file name in $TMP]
+    WARDEN_REDIS_URL="redis://127.0.0.1:$PORT_REDIS/0" TOKIO_WORKER_THREADS=1 \
+        "$TASKSET" -c "$PROXY_CORE" "$WARDEN" run --config "$TMP/${1:-warden.toml}" \
         >>"$TMP/warden.log" 2>&1 &
     WARDEN_PID=$!
     wait_http "http://127.0.0.1:$PORT_ADMIN/healthz" "$WARDEN_PID" warden
+}
+
+# Redis shares the load core with wrk and the upstream: its CPU is
+# reported per request on its own.
+start_redis() {
+    "$TASKSET" -c "$LOAD_CORE" "$REDIS_SERVER" --port "$PORT_REDIS" --bind 127.0.0.1 --save "" \
+        --appendonly no >"$TMP/redis.log" 2>&1 &
+    REDIS_PID=$!
+    local i
+    for ((i = 0; i < 100; i++)); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$PORT_REDIS") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    die "redis-server did not listen on $PORT_REDIS within 10 s: $(tail -5 "$TMP/redis.log")"
 }
 
 stop_warden() {
@@ -300,6 +339,7 @@ HS256_SECRET=$(<"$TMP/keys/hs256.secret")
     --count "$TOKENS" --hs256-count "$HS256_TOKENS"
 REPEATED_TOKEN=$(<"$TMP/tokens/repeated.token")
 CASE_TOKEN[warden-cached]=$REPEATED_TOKEN
+CASE_TOKEN[warden-redis-cached]=$REPEATED_TOKEN
 
 cat >"$TMP/warden.toml" <<EOF
 # Written by benches/load.sh.
@@ -357,8 +397,27 @@ upstream = "http://127.0.0.1:$PORT_UPSTREAM"
 name = "es256"
 path_prefix = "/es256"
 upstream = "http://127.0.0.1:$PORT_UPSTREAM"
+
+# Counted per client address, never refused (10^9 a second).
+[[routes]]
+name = "limited"
+path_prefix = "/limited"
+upstream = "http://127.0.0.1:$PORT_UPSTREAM"
+auth = "none"
+rate_limit = { requests = 1000000000, per = "1s", burst = 1000000, key = "client_ip" }
 EOF
 "$WARDEN" check --config "$TMP/warden.toml" >/dev/null
+{
+    cat "$TMP/warden.toml"
+    cat <<EOF
+
+[shared_state]
+backend = "redis"
+url_env = "WARDEN_REDIS_URL"
+key_prefix = "bench:"
+EOF
+} >"$TMP/warden-redis.toml"
+"$WARDEN" check --config "$TMP/warden-redis.toml" >/dev/null
 
 sed -e "s|@UPSTREAM_PORT@|$PORT_UPSTREAM|g" \
     -e "s|@PORT_HAPROXY@|$PORT_HAPROXY|g" \
@@ -490,6 +549,7 @@ start_upstream
 start_haproxy
 start_floor
 [[ -z $NGINX ]] || start_nginx
+[[ -z $REDIS_SERVER ]] || start_redis
 
 status_of() { # url [token]
     if [[ -n "${2:-}" ]]; then
@@ -516,18 +576,27 @@ for alg in hs256 rs256 es256; do
     token=$(head -n 1 "$TMP/tokens/$alg.tokens")
     bad=$(tamper "$token")
     for proxy in haproxy warden; do
+        has_case "$proxy-$alg" || continue
         url=${CASE_URL[$proxy-$alg]}
         expect 200 "$proxy $alg valid token" "$url" "$token"
         expect 401 "$proxy $alg tampered signature" "$url" "$bad"
         expect 401 "$proxy $alg no token" "$url"
     done
 done
-expect 200 "warden repeated token" "${CASE_URL[warden-cached]}" "$REPEATED_TOKEN"
-for id in direct haproxy-plain nginx-plain floor warden-public; do
+expect 200 "warden repeated token" "http://127.0.0.1:$PORT_WARDEN/es256" "$REPEATED_TOKEN"
+for id in direct haproxy-plain nginx-plain floor warden-public warden-limited; do
     [[ -n "${CASE_URL[$id]:-}" ]] || continue
     expect 200 "$id" "${CASE_URL[$id]}"
 done
 stop_warden
+if [[ -n $REDIS_SERVER ]]; then
+    start_warden warden-redis.toml
+    expect 200 "warden (redis) repeated token" "http://127.0.0.1:$PORT_WARDEN/es256" "$REPEATED_TOKEN"
+    expect 200 "warden (redis) rate-limited route" "http://127.0.0.1:$PORT_WARDEN/limited"
+    "$CURL" -s --max-time 5 "http://127.0.0.1:$PORT_ADMIN/metrics" | grep -q '^warden_shared_state_up 1' ||
+        die "warden with the redis backend does not report warden_shared_state_up 1"
+    stop_warden
+fi
 
 # ---------------------------------------------------------------- load
 
@@ -549,6 +618,10 @@ run_case() { # id rep
         start_warden
         pid=$WARDEN_PID
         ;;
+    warden-redis)
+        start_warden warden-redis.toml
+        pid=$WARDEN_PID
+        ;;
     haproxy) pid=$HAPROXY_PID ;;
     nginx) pid=$NGINX_PID ;;
     floor) pid=$FLOOR_PID ;;
@@ -563,10 +636,12 @@ run_case() { # id rep
     else
         args+=(-s "$TMP/stats.lua" "$url")
     fi
-    local cpu0=0 cpu1=0
+    local cpu0=0 cpu1=0 redis0=0 redis1=0
     [[ -z $pid ]] || cpu0=$(cpu_ticks "$pid")
+    [[ -z $REDIS_PID ]] || redis0=$(cpu_ticks "$REDIS_PID")
     "$TASKSET" -c "$LOAD_CORE" "$WRK" "${args[@]}" >"$out" 2>&1 || die "wrk failed: $(tail -5 "$out")"
     [[ -z $pid ]] || cpu1=$(cpu_ticks "$pid")
+    [[ -z $REDIS_PID ]] || redis1=$(cpu_ticks "$REDIS_PID")
 
     local line requests=0 seconds=1 rps=0 p50_us=0 p99_us=0 non2xx=0 sockerr=0 exhausted=no
     line=$(grep '^BENCH ' "$out") || die "no summary from wrk: $(tail -5 "$out")"
@@ -578,14 +653,19 @@ run_case() { # id rep
             'BEGIN { c = t / hz; printf "%.2f %.0f\n", (r > 0 ? c * 1e6 / r : 0), c / s * 100 }')
         rss_kb=$(vm_kb "$pid" VmHWM)
     fi
-    if [[ $proxy == warden && $id != warden-public ]]; then
+    local redis_us=-
+    if [[ $proxy == warden-redis ]]; then
+        redis_us=$(awk -v t=$((redis1 - redis0)) -v hz="$CLK_TCK" -v r="$requests" \
+            'BEGIN { printf "%.2f", (r > 0 ? t / hz * 1e6 / r : 0) }')
+    fi
+    if [[ $proxy == warden* && $id != warden-public && $id != *limited ]]; then
         read -r hits misses < <(warden_cache_counts)
         hit_pct=$(awk -v h="$hits" -v m="$misses" 'BEGIN { printf "%.1f", (h + m > 0 ? 100 * h / (h + m) : 0) }')
     fi
-    [[ $proxy != warden ]] || stop_warden
+    [[ $proxy != warden* ]] || stop_warden
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$rep" "$rps" "$p50_us" "$p99_us" \
-        "$cpu_us" "$core_pct" "$rss_kb" "$seconds" "$hit_pct" "$non2xx" "$sockerr" "$exhausted" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$rep" "$rps" "$p50_us" "$p99_us" \
+        "$cpu_us" "$core_pct" "$rss_kb" "$seconds" "$hit_pct" "$non2xx" "$sockerr" "$exhausted" "$redis_us" >>"$RESULTS"
     printf '  rep %d  %-28s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  cpu %7s us/req  core %3s%%  %5.1fs%s%s\n' \
         "$rep" "${CASE_LABEL[$id]}" "$rps" "$(awk -v v="$p50_us" 'BEGIN{print v/1000}')" \
         "$(awk -v v="$p99_us" 'BEGIN{print v/1000}')" "$cpu_us" "$core_pct" "$seconds" \
@@ -720,6 +800,25 @@ report() {
     printf '  %-44s %6s x throughput   %6s x CPU/req\n' "warden jwt repeated (cache) vs warden public" \
         "$(ratio "$(med warden-cached 3)" "$w_pub")" "$(ratio "$(med warden-cached 6)" "$(med warden-public 6)")"
 
+    if has_case warden-limited; then
+        printf '  %-44s %6s x throughput   %+6.2f us CPU/req\n' "warden public + rate limit vs warden public" \
+            "$(ratio "$(med warden-limited 3)" "$w_pub")" \
+            "$(awk -v a="$(med warden-limited 6)" -v b="$(med warden-public 6)" 'BEGIN { print a - b }')"
+    fi
+    if has_case warden-redis-cached && has_case warden-cached; then
+        printf '  %-44s %6s x throughput   %6s x CPU/req\n' "warden jwt repeated: redis vs memory backend" \
+            "$(ratio "$(med warden-redis-cached 3)" "$(med warden-cached 3)")" \
+            "$(ratio "$(med warden-redis-cached 6)" "$(med warden-cached 6)")"
+    fi
+    if has_case warden-redis-limited && has_case warden-limited; then
+        printf '  %-44s %6s x throughput   %+6.2f us warden CPU/req, %s us redis-server CPU/req, p50 +%.3f ms\n' \
+            "warden rate limit: redis vs memory backend" \
+            "$(ratio "$(med warden-redis-limited 3)" "$(med warden-limited 3)")" \
+            "$(awk -v a="$(med warden-redis-limited 6)" -v b="$(med warden-limited 6)" 'BEGIN { print a - b }')" \
+            "$(med warden-redis-limited 14)" \
+            "$(awk -v a="$(med warden-redis-limited 4)" -v b="$(med warden-limited 4)" 'BEGIN { print (a - b) / 1000 }')"
+    fi
+
     say ""
     say "targets (issue 7, $CONNECTIONS connections):"
     local r peak idle_rss
@@ -753,6 +852,16 @@ report() {
     idle_rss=$(awk -F'\t' '$1 == "warden" { printf "%.1f", ($4 > $5 ? $4 : $5) / 1024 }' "$IDLE_RESULTS")
     printf '  %-66s %6s   %s\n' "$IDLE_CONNECTIONS idle keep-alive connections: <= 64 MiB (peak, MiB)" "$idle_rss" \
         "$(verdict "$idle_rss" '<=' 64)"
+    if has_case warden-limited; then
+        r=$(awk -v a="$(med warden-limited 6)" -v b="$(med warden-public 6)" 'BEGIN { printf "%.2f", a - b }')
+        printf '  %-66s %6s   %s\n' "rate limit (memory): <= 1 us more CPU/req than the same route without" "$r" \
+            "$(verdict "$r" '<=' 1)"
+    fi
+    if has_case warden-redis-cached && has_case warden-cached; then
+        r=$(ratio "$(med warden-redis-cached 6)" "$(med warden-cached 6)")
+        printf '  %-66s %6s   %s\n' "jwt route, redis backend: <= 1.1x the memory backend's CPU/req" "$r" \
+            "$(verdict "$r" '<=' 1.1)"
+    fi
     say "  route table (10,000 vs 10 routes): not measured here; see cargo bench --bench hot_path"
 }
 
