@@ -91,7 +91,7 @@ def cmd_manifests(args: argparse.Namespace) -> int:
                     at = ".".join(str(p) for p in error.path) or "(top)"
                     problem(f"{where}: {at}: {error.message}")
                 if not errors:
-                    print(f"ok    {where} (vendored schema for {doc['apiVersion']})")
+                    print(f"ok    {where} (.ci/schemas, {doc['apiVersion']}, strict)")
                 continue
             passed = []
             for version in args.kubernetes_version:
