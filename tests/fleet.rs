@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use http::StatusCode;
 use jsonwebtoken::Algorithm;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden::clock::unix_now;
@@ -46,7 +47,13 @@ impl RedisServer {
 
     /// Starts one on `port` (again, after [`Self::kill`]).
     async fn start_on(port: u16) -> Option<Self> {
+        Self::start_with(port, &[]).await
+    }
+
+    /// Starts one on `port` with `extra` arguments.
+    async fn start_with(port: u16, extra: &[&str]) -> Option<Self> {
         let child = Command::new("redis-server")
+            .args(extra)
             .args([
                 "--port",
                 &port.to_string(),
@@ -584,4 +591,96 @@ async fn a_missing_redis_url_stops_the_start_with_a_clear_error() {
     );
     assert!(text.contains("FLEET_REDIS_URL"), "{text}");
     assert!(text.contains("not set"), "{text}");
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, as PEM files.
+fn tls_files() -> (TempFile, TempFile, TempFile) {
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "fleet test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "redis.fleet.test");
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_pem = leaf.signed_by(&leaf_key, &issuer).unwrap().pem();
+    (
+        TempFile::new("-ca.pem", ca_pem),
+        TempFile::new("-redis.pem", leaf_pem),
+        TempFile::new("-redis.key", leaf_key.serialize_pem()),
+    )
+}
+
+#[tokio::test]
+async fn replicas_share_state_over_rediss_and_refuse_an_untrusted_server() {
+    let (ca, cert, key_pem) = tls_files();
+    let tls_port = free_port();
+    let tls_port_text = tls_port.to_string();
+    let tls_args = [
+        "--tls-port",
+        tls_port_text.as_str(),
+        "--tls-cert-file",
+        cert.path_str(),
+        "--tls-key-file",
+        key_pem.path_str(),
+        "--tls-auth-clients",
+        "no",
+    ];
+    // Its plain port only tells the test it is up; the gateways use TLS.
+    let mut redis = None;
+    for _ in 0..5 {
+        redis = RedisServer::start_with(free_port(), &tls_args).await;
+        if redis.is_some() {
+            break;
+        }
+    }
+    let _redis = redis.expect("redis-server starts with TLS");
+    let upstream = RecordingUpstream::start(Behaviour::ok()).await;
+    let key = TestKey::generate("fleet-es256", Algorithm::ES256);
+    let key_file = key.file();
+    let limit = r#"{ requests = 100, per = "1h", key = "route" }"#;
+    let toml = replica_config(&key, &key_file, &upstream.url(), 10, limit);
+    let url = format!("rediss://:{REDIS_PASSWORD}@127.0.0.1:{tls_port}/0");
+    // The test CA is trusted the way an operator trusts a private CA.
+    let env = [
+        ("FLEET_REDIS_URL", url.as_str()),
+        ("SSL_CERT_FILE", ca.path_str()),
+    ];
+    let a = spawn_warden_with_env(&toml, &env).await;
+    let b = spawn_warden_with_env(&toml, &env).await;
+    for replica in [&a, &b] {
+        scrape_until(replica.admin, &["warden_shared_state_up 1"]).await;
+    }
+    let now = unix_now();
+    let token = key.token(&json!({
+        "iss": ISS, "aud": "fleet", "sub": "tls", "jti": "jti-over-tls",
+        "scope": "orders:read", "iat": now, "nbf": now, "exp": now + 600,
+    }));
+    assert_eq!(get_orders(&b, &token).await.status, StatusCode::OK);
+    assert_eq!(revoke(&a, &token).await.status, StatusCode::OK);
+    until_refused(&b, &token, Duration::from_secs(1)).await;
+
+    // Without the CA, the server's certificate is not trusted: degraded.
+    let untrusted = [("FLEET_REDIS_URL", url.as_str())];
+    let mut c = spawn_warden_with_env(&toml, &untrusted).await;
+    scrape_until(c.admin, &["warden_shared_state_up 0"]).await;
+    assert_eq!(
+        get_orders(&c, &token).await.status,
+        StatusCode::OK,
+        "it never heard of the revocation"
+    );
+    assert_json_error(&revoke(&c, &token).await, 503, "shared_state_unavailable");
+    for line in c.lines_so_far() {
+        assert!(
+            !line.to_string().contains(REDIS_PASSWORD),
+            "the password was logged: {line}"
+        );
+    }
 }

@@ -35,7 +35,9 @@ pub struct RateLimitLayer {
 #[derive(Debug)]
 struct Limit {
     key: LimitKey,
-    limiter: RateLimiter,
+    /// `None` for the outer copy of a limit counted after auth: it only
+    /// puts `RateLimit-Policy` on auth's own refusals.
+    limiter: Option<RateLimiter>,
     /// The route's name as a structured-field string: `"orders"`.
     name: String,
     /// `"<route>";q=<requests>;w=<seconds>`, made once.
@@ -52,6 +54,23 @@ impl RateLimitLayer {
         route: &str,
         settings: &RateLimitSettings,
         limiter: RateLimiter,
+        refused: IntCounter,
+        audits_tokens: bool,
+    ) -> Self {
+        Self::build(route, settings, Some(limiter), refused, audits_tokens)
+    }
+
+    /// For a limit counted after auth, the layer in front of auth that puts
+    /// `RateLimit-Policy` on its 401s and 403s too (every answer of a
+    /// limited route carries it); it counts nothing.
+    pub fn advertising(route: &str, settings: &RateLimitSettings, refused: IntCounter) -> Self {
+        Self::build(route, settings, None, refused, false)
+    }
+
+    fn build(
+        route: &str,
+        settings: &RateLimitSettings,
+        limiter: Option<RateLimiter>,
         refused: IntCounter,
         audits_tokens: bool,
     ) -> Self {
@@ -122,12 +141,22 @@ impl Service<Request<Body>> for RateLimit {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limit = self.limit.clone();
+        let Some(limiter) = limit.limiter.clone() else {
+            return Box::pin(async move {
+                let mut response = inner.call(request).await?;
+                let headers = response.headers_mut();
+                if !headers.contains_key(&RATELIMIT_POLICY) {
+                    headers.insert(RATELIMIT_POLICY.clone(), limit.policy_header.clone());
+                }
+                Ok(response)
+            });
+        };
         let key = limit.key_of(&request);
-        let local = (!limit.limiter.is_remote()).then(|| limit.limiter.check_local(&key));
+        let local = (!limiter.is_remote()).then(|| limiter.check_local(&key));
         Box::pin(async move {
             let decision = match local {
                 Some(decision) => decision,
-                None => limit.limiter.check(&key).await,
+                None => limiter.check(&key).await,
             };
             if !decision.allowed {
                 return Ok(limit.refuse(&request, &decision));

@@ -195,6 +195,18 @@ fn route_stack(
             jwt,
         ))
     };
+    // A limit counted after auth is also advertised in front of it, so
+    // auth's own refusals carry `RateLimit-Policy` as well.
+    let advertise = route
+        .rate_limit
+        .as_ref()
+        .filter(|settings| settings.key.needs_token() && jwt)
+        .map(|settings| {
+            let refused = parts.metrics.rate_limited.with_label_values(&[&route.name]);
+            ServiceBuilder::new()
+                .layer(RateLimitLayer::advertising(&route.name, settings, refused))
+                .layer_fn(BoxCloneSyncService::new)
+        });
     let limit_before_auth = limit(true).map(|layer| {
         ServiceBuilder::new()
             .layer(layer)
@@ -242,6 +254,7 @@ fn route_stack(
         // Limits that need no token (client_ip, header, route): before the
         // signature check, so a flood costs no verification.
         .option_layer(limit_before_auth)
+        .option_layer(advertise)
         // 401/403 before anything is rewritten or reaches the upstream.
         .option_layer(auth)
         // Limits keyed by the token (sub, claim): after it is verified, so

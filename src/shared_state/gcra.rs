@@ -45,6 +45,14 @@ impl Policy {
         self.interval_micros().saturating_mul(u64::from(self.burst))
     }
 
+    /// How long an empty bucket takes to fill again: `τ + T`.
+    pub fn refill(&self) -> Duration {
+        Duration::from_micros(
+            self.tolerance_micros()
+                .saturating_add(self.interval_micros()),
+        )
+    }
+
     /// `per` in whole seconds (at least 1), for `RateLimit-Policy`'s `w`.
     pub fn window_secs(&self) -> u64 {
         self.per.as_secs().max(1)
@@ -104,15 +112,15 @@ pub struct LocalBuckets {
 impl LocalBuckets {
     /// Empty buckets for `policy`.
     pub fn new(policy: Policy) -> Self {
-        let idle = Duration::from_micros(
-            policy
-                .tolerance_micros()
-                .saturating_add(policy.interval_micros()),
-        );
+        // The config keeps refills within a day; the cap keeps the cache
+        // builder's own limit out of reach whatever an embedder passes.
+        let idle = policy
+            .refill()
+            .clamp(Duration::from_secs(1), Duration::from_secs(365 * 86_400));
         Self {
             tats: moka::sync::Cache::builder()
                 .max_capacity(MAX_KEYS)
-                .time_to_idle(idle.max(Duration::from_secs(1)))
+                .time_to_idle(idle)
                 .build(),
             policy,
             epoch: Instant::now(),

@@ -9,6 +9,9 @@ use crate::rate_limit::{LimitKey, RateLimitSettings};
 use crate::shared_state::gcra::Policy;
 use crate::shared_state::{Backend, SharedStateSettings};
 
+/// The longest an empty bucket may take to fill again.
+const MAX_REFILL: Duration = Duration::from_secs(86_400);
+
 /// The environment variable a Redis URL is read from by default.
 const DEFAULT_URL_ENV: &str = "WARDEN_REDIS_URL";
 
@@ -111,6 +114,30 @@ pub(super) fn build_rate_limit(
             "is longer than a day",
             "count over at most \"1d\", e.g. per = \"1m\"",
         );
+    } else if per.subsec_nanos() != 0 {
+        // RateLimit-Policy advertises the window in whole seconds.
+        report.problem(
+            &path.key("per"),
+            "must be a whole number of seconds",
+            "e.g. per = \"1s\", \"10s\" or \"1m\" (for 5 a second over 500ms, write requests = 10, per = \"1s\")",
+        );
+    }
+    let burst = file.burst.unwrap_or(0);
+    let policy = Policy {
+        requests: file.requests.max(1),
+        per,
+        burst,
+    };
+    if policy.refill() > MAX_REFILL {
+        report.problem(
+            &path.key("burst"),
+            format!(
+                "an empty bucket would take {} to fill again (burst + 1 requests at one per {})",
+                humantime::format_duration(Duration::from_secs(policy.refill().as_secs())),
+                humantime::format_duration(Duration::from_micros(policy.interval_micros())),
+            ),
+            "keep (burst + 1) × per / requests within a day: lower burst, or raise requests",
+        );
     }
     let key = LimitKey::parse(&file.key);
     match &key {
@@ -129,12 +156,5 @@ pub(super) fn build_rate_limit(
     if report.problems.len() != before {
         return None;
     }
-    Some(RateLimitSettings {
-        policy: Policy {
-            requests: file.requests,
-            per,
-            burst: file.burst.unwrap_or(0),
-        },
-        key: key?,
-    })
+    Some(RateLimitSettings { policy, key: key? })
 }
