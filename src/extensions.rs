@@ -15,18 +15,23 @@ use crate::secret::SecretString;
 
 /// Facts about the connection a request came on.
 ///
-/// Written by the server for every request of a connection; read by the
-/// header policy (`X-Forwarded-For`, `X-Forwarded-Proto`), login throttling
-/// and the audit log (the client address).
+/// Written by the server for every request of a connection; `client` is
+/// rewritten per request by the client-address layer when the peer is a
+/// trusted proxy. Read by the header policy (`X-Forwarded-For`,
+/// `X-Forwarded-Proto`), login throttling, rate limits and the audit log
+/// (the client address).
 #[derive(Clone, Debug)]
 pub struct ConnectInfo {
-    /// The client's address.
+    /// The peer's address: the client's, or a proxy's.
     pub remote: SocketAddr,
+    /// The client's address: the peer's, or, when the peer is one of
+    /// `[server] trusted_proxies`, the one they forwarded.
+    pub client: std::net::IpAddr,
     /// The listener's address.
     pub local: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
-    /// The client's IP address as text, made once per connection for
+    /// The peer's IP address as text, made once per connection for
     /// `X-Forwarded-For`.
     pub remote_ip: HeaderValue,
 }
@@ -38,6 +43,7 @@ impl ConnectInfo {
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         Self {
             remote,
+            client: remote.ip(),
             local,
             tls,
             remote_ip,

@@ -287,10 +287,7 @@ where
             key: request.extensions().get::<ExecutionKey>().cloned(),
             method: request.method().clone(),
             uri: request.uri().clone(),
-            client_ip: request
-                .extensions()
-                .get::<ConnectInfo>()
-                .map(|c| c.remote.ip()),
+            client_ip: request.extensions().get::<ConnectInfo>().map(|c| c.client),
         };
         let observer = self.observer.clone();
         if refuse_unaudited(observer.on_failure, &observer.audit, request.headers()) {

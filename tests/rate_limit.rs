@@ -939,3 +939,100 @@ async fn a_reload_that_keeps_a_routes_limit_keeps_its_counters_and_a_changed_lim
     assert_eq!(upstream.requests().len(), 4);
     gateway.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------
+// Behind load balancers
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_counted_and_audited() {
+    let upstream = RecordingUpstream::start(Behaviour::ok()).await;
+    let key = TestKey::generate("hs-1", Algorithm::HS256);
+    let file = key.file();
+    let limit = r#"rate_limit = { requests = 1, per = "1h", key = "client_ip" }"#;
+    let rest = format!(
+        "{}{}",
+        key_sections(&key, &file),
+        jwt_route("api", "/api", &upstream.url(), limit)
+    );
+    let (writer, audit) = audit_capture(1024);
+    let gateway = spawn_gateway_with(
+        &config(r#"trusted_proxies = ["127.0.0.2/32"]"#, &rest),
+        StartOptions {
+            audit_writer: Some(writer),
+            ..StartOptions::default()
+        },
+    )
+    .await;
+    let token = key.token(&claims("alice", "acme"));
+    let url = gateway.url("/api/x");
+    let via = |client: Client<HttpConnector, TestBody>, forwarded: &str| {
+        let request = Request::get(&url)
+            .header("authorization", bearer(&token))
+            .header("x-forwarded-for", forwarded)
+            .body(empty())
+            .unwrap();
+        async move { send_on(&client, request).await }
+    };
+    let proxy = client_from([127, 0, 0, 2]);
+
+    // Two clients behind the one proxy: a bucket each.
+    let first = via(proxy.clone(), "198.51.100.7").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_rate_limited(
+        &via(proxy.clone(), "198.51.100.7").await,
+        "api",
+        "\"api\";q=1;w=3600",
+    );
+    assert_eq!(
+        via(proxy.clone(), "198.51.100.8").await.status,
+        StatusCode::OK
+    );
+    // What the client wrote to the left of the proxy's entry changes nothing.
+    assert_eq!(
+        via(proxy.clone(), "203.0.113.1, 198.51.100.7").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The audit names the client, not the proxy.
+    let event = token_use(&audit, &first).await;
+    assert_eq!(event["client_ip"], "198.51.100.7", "{event}");
+
+    // A peer that is not a trusted proxy is the client, whatever it sends.
+    let direct = client_from([127, 0, 0, 3]);
+    assert_eq!(
+        via(direct.clone(), "198.51.100.20").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        via(direct.clone(), "198.51.100.21").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // The upstream still sees the whole chain, with the peer appended.
+    let seen = upstream.requests();
+    assert_eq!(
+        seen[0].header("x-forwarded-for"),
+        Some("198.51.100.7, 127.0.0.2")
+    );
+}
+
+#[test]
+fn trusted_proxies_must_be_addresses_or_blocks_and_never_everyone() {
+    for (list, says) in [
+        (r#"["10.0.0.0/33"]"#, "not an IP address or a CIDR block"),
+        (r#"["lb.internal"]"#, "not an IP address or a CIDR block"),
+        (r#"["0.0.0.0/0"]"#, "trusts every address"),
+        (r#"["::/0"]"#, "trusts every address"),
+    ] {
+        let toml = config(&format!("trusted_proxies = {list}"), "");
+        let err = warden::Config::from_toml(&toml, "gw.toml").expect_err(list);
+        let text = err.to_string();
+        assert!(text.contains("server.trusted_proxies"), "{text}");
+        assert!(text.contains(says), "{list}: {text}");
+    }
+    let toml = config(
+        r#"trusted_proxies = ["10.0.0.0/8", "192.0.2.10", "fd00::/8"]"#,
+        "",
+    );
+    if let Err(err) = warden::Config::from_toml(&toml, "gw.toml") {
+        panic!("valid proxies refused: {err}");
+    }
+}

@@ -21,6 +21,7 @@ pub(crate) struct ServerFile {
     pub max_header_bytes: Option<u64>,
     pub max_body_bytes: Option<u64>,
     pub trust_execution_key_header: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<u32>,
     pub max_concurrent_streams: Option<u32>,
     pub tls: Option<TlsFile>,

@@ -119,6 +119,9 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// Reuse a valid inbound `X-Execution-Key`.
     pub trust_execution_key_header: bool,
+    /// Peers whose `X-Forwarded-For` names the client (load balancers,
+    /// ingress controllers); empty: the peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Open client connections beyond which new ones wait to be accepted.
     pub max_connections: usize,
     /// Concurrent streams per HTTP/2 connection.
@@ -140,6 +143,7 @@ impl Default for ServerSettings {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
             trust_execution_key_header: false,
+            trusted_proxies: Vec::new(),
             max_connections: 10_000,
             max_concurrent_streams: 128,
             tls: None,

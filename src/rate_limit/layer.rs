@@ -3,6 +3,8 @@
 //! `RateLimit-Policy` / `RateLimit` headers on every answer of the route.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -10,6 +12,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Request, Response, header};
 use prometheus::IntCounter;
+use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service};
 
 use super::{LimitKey, RateLimitSettings};
@@ -32,8 +35,9 @@ pub struct RateLimitLayer {
     inner: Arc<Limit>,
 }
 
+/// One route's limit, shared by its services and their futures.
 #[derive(Debug)]
-struct Limit {
+pub struct Limit {
     key: LimitKey,
     /// `None` for the outer copy of a limit counted after auth: it only
     /// puts `RateLimit-Policy` on auth's own refusals.
@@ -110,10 +114,10 @@ fn sf_string(text: &str) -> String {
     out
 }
 
-impl Layer<HttpService> for RateLimitLayer {
-    type Service = RateLimit;
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimit<S>;
 
-    fn layer(&self, inner: HttpService) -> RateLimit {
+    fn layer(&self, inner: S) -> RateLimit<S> {
         RateLimit {
             inner,
             limit: self.inner.clone(),
@@ -123,72 +127,152 @@ impl Layer<HttpService> for RateLimitLayer {
 
 /// The service made by [`RateLimitLayer`].
 #[derive(Clone, Debug)]
-pub struct RateLimit {
-    inner: HttpService,
+pub struct RateLimit<S> {
+    inner: S,
     limit: Arc<Limit>,
 }
 
-impl Service<Request<Body>> for RateLimit {
+impl<S> Service<Request<Body>> for RateLimit<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+    type Future = RateLimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let limit = self.limit.clone();
         let Some(limiter) = limit.limiter.clone() else {
-            return Box::pin(async move {
-                let mut response = inner.call(request).await?;
-                let headers = response.headers_mut();
-                if !headers.contains_key(&RATELIMIT_POLICY) {
-                    headers.insert(RATELIMIT_POLICY.clone(), limit.policy_header.clone());
-                }
-                Ok(response)
-            });
+            return RateLimitFuture::inner(self.inner.call(request), limit, None);
         };
-        let key = limit.key_of(&request);
-        let local = (!limiter.is_remote()).then(|| limiter.check_local(&key));
-        Box::pin(async move {
-            let decision = match local {
-                Some(decision) => decision,
-                None => limiter.check(&key).await,
+        if limiter.is_remote() {
+            // The request waits for Redis: the inner service is called
+            // (boxed, hence one type) once the decision is in.
+            let key = limit.with_key(&request, str::to_owned);
+            let clone = self.inner.clone();
+            let mut inner: HttpService =
+                BoxCloneSyncService::new(std::mem::replace(&mut self.inner, clone));
+            return RateLimitFuture::Remote {
+                future: Box::pin(async move {
+                    let decision = limiter.check(&key).await;
+                    if !decision.allowed {
+                        return Ok(limit.refuse(&request, &decision));
+                    }
+                    let mut response = inner.call(request).await?;
+                    limit.annotate(&mut response, &decision);
+                    Ok(response)
+                }),
             };
-            if !decision.allowed {
-                return Ok(limit.refuse(&request, &decision));
+        }
+        // In memory the decision is made here, on a borrowed key.
+        let decision = limit.with_key(&request, |key| limiter.check_local(key));
+        if !decision.allowed {
+            let response = limit.refuse(&request, &decision);
+            return RateLimitFuture::Refused {
+                response: Some(response),
+            };
+        }
+        RateLimitFuture::inner(self.inner.call(request), limit, Some(decision))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of a rate-limited route.
+    #[project = RateLimitProj]
+    pub enum RateLimitFuture<F> {
+        /// Counted here: the inner answer, annotated when it arrives (with
+        /// the policy only, when `decision` is `None`).
+        Inner {
+            #[pin]
+            future: F,
+            limit: Arc<Limit>,
+            decision: Option<Decision>,
+        },
+        /// Refused here; taken at the first poll.
+        Refused { response: Option<Response<Body>> },
+        /// Counted in Redis.
+        Remote { future: BoxFuture<'static, Result<Response<Body>, Infallible>> },
+    }
+}
+
+impl<F> RateLimitFuture<F> {
+    fn inner(future: F, limit: Arc<Limit>, decision: Option<Decision>) -> Self {
+        RateLimitFuture::Inner {
+            future,
+            limit,
+            decision,
+        }
+    }
+}
+
+impl<F> Future for RateLimitFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            RateLimitProj::Inner {
+                future,
+                limit,
+                decision,
+            } => {
+                let Ok(mut response) = std::task::ready!(future.poll(cx));
+                match decision {
+                    Some(decision) => limit.annotate(&mut response, decision),
+                    None => {
+                        let headers = response.headers_mut();
+                        if !headers.contains_key(&RATELIMIT_POLICY) {
+                            headers.insert(RATELIMIT_POLICY.clone(), limit.policy_header.clone());
+                        }
+                    }
+                }
+                Poll::Ready(Ok(response))
             }
-            let mut response = inner.call(request).await?;
-            limit.annotate(&mut response, &decision);
-            Ok(response)
-        })
+            RateLimitProj::Refused { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after completion: a bug of the caller's.
+                None => Poll::Ready(Ok(GatewayError::new(
+                    ErrorCode::Internal,
+                    "a rate-limit answer was polled twice",
+                )
+                .into_response(None))),
+            },
+            RateLimitProj::Remote { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
 impl Limit {
-    /// The bucket `request` counts in.
-    fn key_of(&self, request: &Request<Body>) -> String {
+    /// Calls `f` with the bucket `request` counts in, borrowed where it
+    /// can be (a client address is written on the stack).
+    fn with_key<R>(&self, request: &Request<Body>, f: impl FnOnce(&str) -> R) -> R {
         let principal = || request.extensions().get::<Arc<Principal>>();
         match &self.key {
-            LimitKey::Route => String::new(),
-            LimitKey::ClientIp => request
-                .extensions()
-                .get::<ConnectInfo>()
-                .map(|c| c.remote.ip().to_string())
-                .unwrap_or_default(),
-            LimitKey::Header(name) => request
-                .headers()
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .unwrap_or_default(),
-            LimitKey::Subject => principal().and_then(|p| p.sub.clone()).unwrap_or_default(),
+            LimitKey::Route => f(""),
+            LimitKey::ClientIp => match request.extensions().get::<ConnectInfo>() {
+                Some(info) => f(IpText::new(info.client).as_str()),
+                None => f(""),
+            },
+            LimitKey::Header(name) => match request.headers().get(name) {
+                Some(value) => f(&String::from_utf8_lossy(value.as_bytes())),
+                None => f(""),
+            },
+            LimitKey::Subject => f(principal().and_then(|p| p.sub.as_deref()).unwrap_or("")),
             LimitKey::Claim(claim) => match principal().and_then(|p| p.claims.get(claim)) {
-                Some(serde_json::Value::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
+                Some(serde_json::Value::String(text)) => f(text),
+                Some(other) => f(&other.to_string()),
+                None => f(""),
             },
         }
     }
@@ -236,6 +320,27 @@ impl Limit {
     }
 }
 
+/// An IP address as text, on the stack (the longest IPv6 text is 45 bytes).
+struct IpText {
+    bytes: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    fn new(address: std::net::IpAddr) -> Self {
+        use std::io::Write as _;
+        let mut bytes = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+        let _ = write!(cursor, "{address}");
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        Self { bytes, len }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
 /// `duration` rounded up to whole seconds.
 fn whole_seconds(duration: Duration) -> u64 {
     duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
@@ -249,6 +354,16 @@ mod tests {
     fn route_names_are_structured_field_strings() {
         assert_eq!(sf_string("orders"), "\"orders\"");
         assert_eq!(sf_string("a\"b\\c\n"), "\"a\\\"b\\\\c\"");
+    }
+
+    #[test]
+    fn addresses_are_written_whole() {
+        let v6: std::net::IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .expect("an IPv6 address");
+        assert_eq!(IpText::new(v6).as_str(), v6.to_string());
+        let v4: std::net::IpAddr = "192.0.2.10".parse().expect("an IPv4 address");
+        assert_eq!(IpText::new(v4).as_str(), "192.0.2.10");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! on one port) with the header limits and the header read timeout.
 
 pub mod admin;
+pub mod client_address;
 mod connections;
 mod deadline;
 pub mod framing;

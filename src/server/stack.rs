@@ -14,6 +14,7 @@ use http::{HeaderName, Request};
 use tower::ServiceBuilder;
 use tower::util::{BoxCloneSyncService, Either};
 
+use super::client_address::ClientAddressLayer;
 use super::framing::RequestFramingLayer;
 use super::limits::RequestLimitsLayer;
 use super::request_deadline::{RequestDeadline, RequestDeadlineLayer};
@@ -78,6 +79,9 @@ pub fn build(config: &Config, parts: &Components) -> GatewayStack {
         .layer(ExecutionKeyLayer::new(
             config.server.trust_execution_key_header,
         ))
+        // Before anything reads the client's address: behind trusted
+        // proxies it is the one they forwarded, not theirs.
+        .option_layer(ClientAddressLayer::new(&config.server.trusted_proxies))
         // Sees every request, so the access log and metrics count rejections too.
         .layer(AccessLogLayer::new(parts.metrics.clone()))
         // Inside the access log: a panic becomes a 500 that is logged and counted.
@@ -203,20 +207,10 @@ fn route_stack(
         .filter(|settings| settings.key.needs_token() && jwt)
         .map(|settings| {
             let refused = parts.metrics.rate_limited.with_label_values(&[&route.name]);
-            ServiceBuilder::new()
-                .layer(RateLimitLayer::advertising(&route.name, settings, refused))
-                .layer_fn(BoxCloneSyncService::new)
+            RateLimitLayer::advertising(&route.name, settings, refused)
         });
-    let limit_before_auth = limit(true).map(|layer| {
-        ServiceBuilder::new()
-            .layer(layer)
-            .layer_fn(BoxCloneSyncService::new)
-    });
-    let limit_after_auth = limit(false).map(|layer| {
-        ServiceBuilder::new()
-            .layer(layer)
-            .layer_fn(BoxCloneSyncService::new)
-    });
+    let limit_before_auth = limit(true);
+    let limit_after_auth = limit(false);
     let auth = jwt.then(|| {
         ServiceBuilder::new()
             .layer(JwtAuthLayer::new(

@@ -9,18 +9,24 @@
 //! arrival time (TAT) of the next request is kept; a request at `now`
 //! conforms when `TAT − τ ≤ now`, and then moves TAT to `max(TAT, now) + T`.
 //!
-//! Memory stays bounded under a flood of distinct keys: the local buckets
-//! live in a cache of at most [`MAX_KEYS`] entries per route, each forgotten
-//! once idle for `τ + T`, the time after which its bucket is full again
-//! (so forgetting it changes no decision). One entry costs about 120 bytes.
+//! Memory stays bounded under a flood of distinct keys: one route's local
+//! buckets hold at most [`MAX_KEYS`] keys. A shard that is full first
+//! forgets the buckets that are full again (TAT passed: forgetting them
+//! changes no decision), then the one closest to full. One entry costs
+//! about 100 bytes with its key, held as a 64-byte hash when longer: at
+//! most about 10 MB per route.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The most keys one route's local buckets hold; the least recently used
 /// go first beyond it.
 pub const MAX_KEYS: u64 = 100_000;
+
+/// Keys up to this length are held as they are; longer ones as a hash.
+pub const MAX_KEY_BYTES: usize = 64;
 
 /// One route's limit.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -100,28 +106,49 @@ pub fn step(policy: &Policy, tat: u64, now: u64) -> (Decision, u64) {
     (decision, next)
 }
 
-/// One route's buckets in this process.
+/// One route's buckets in this process: TATs in a map split into
+/// [`SHARDS`] locked shards (a lookup locks one shard for a hash and a
+/// compare; no allocation once a key is held).
 #[derive(Debug)]
 pub struct LocalBuckets {
     policy: Policy,
-    /// TAT per key, in microseconds since `epoch`.
-    tats: moka::sync::Cache<Box<str>, Arc<AtomicU64>>,
+    shards: Box<[Shard]>,
+    /// Keys one shard may hold.
+    per_shard: usize,
+    hasher: std::hash::RandomState,
     epoch: Instant,
 }
+
+/// Makes room in a full shard: full buckets (TAT passed) go, since they
+/// are the same as no bucket; if that is not an eighth of the shard, the
+/// eighth closest to full goes too (the least lost), so that a flood of
+/// new keys pays for this once every few thousand keys, not per key.
+fn make_room(shard: &mut HashMap<Box<str>, u64>, now: u64, limit: usize) {
+    shard.retain(|_, tat| *tat > now);
+    if shard.len() < limit - limit / 8 {
+        return;
+    }
+    let mut tats: Vec<u64> = shard.values().copied().collect();
+    let cut = tats.len() / 8;
+    let (_, threshold, _) = tats.select_nth_unstable(cut);
+    let threshold = *threshold;
+    shard.retain(|_, tat| *tat > threshold);
+}
+
+/// One lock's worth of buckets: TAT by key.
+type Shard = Mutex<HashMap<Box<str>, u64>>;
+
+/// How many shards one route's buckets are split into.
+const SHARDS: usize = 64;
 
 impl LocalBuckets {
     /// Empty buckets for `policy`.
     pub fn new(policy: Policy) -> Self {
-        // The config keeps refills within a day; the cap keeps the cache
-        // builder's own limit out of reach whatever an embedder passes.
-        let idle = policy
-            .refill()
-            .clamp(Duration::from_secs(1), Duration::from_secs(365 * 86_400));
+        let per_shard = usize::try_from(MAX_KEYS).unwrap_or(usize::MAX) / SHARDS;
         Self {
-            tats: moka::sync::Cache::builder()
-                .max_capacity(MAX_KEYS)
-                .time_to_idle(idle)
-                .build(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard,
+            hasher: std::hash::RandomState::new(),
             policy,
             epoch: Instant::now(),
         }
@@ -132,10 +159,12 @@ impl LocalBuckets {
         &self.policy
     }
 
-    /// How many keys are held now (after pending evictions).
-    pub fn len(&self) -> u64 {
-        self.tats.run_pending_tasks();
-        self.tats.entry_count()
+    /// How many keys are held now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().map_or(0, |held| held.len()))
+            .sum()
     }
 
     /// Whether no key is held.
@@ -143,26 +172,35 @@ impl LocalBuckets {
         self.len() == 0
     }
 
-    /// Counts one request of `key`.
+    /// Counts one request of `key`. Keys longer than [`MAX_KEY_BYTES`]
+    /// (a header's value, say) are held as their SHA-256, so memory is
+    /// bounded in bytes, not only in entries.
     pub fn check(&self, key: &str) -> Decision {
-        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let tat = match self.tats.get(key) {
-            Some(tat) => tat,
-            None => self
-                .tats
-                .get_with(key.into(), || Arc::new(AtomicU64::new(0))),
-        };
-        let mut current = tat.load(Ordering::Acquire);
-        loop {
-            let (decision, next) = step(&self.policy, current, now);
-            if !decision.allowed {
-                return decision;
-            }
-            match tat.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return decision,
-                Err(actual) => current = actual,
-            }
+        if key.len() > MAX_KEY_BYTES {
+            let hashed = crate::crypto::sha256_hex(key.as_bytes());
+            return self.check_short(&hashed);
         }
+        self.check_short(key)
+    }
+
+    fn check_short(&self, key: &str) -> Decision {
+        let now = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let index = usize::try_from(self.hasher.hash_one(key)).unwrap_or(0) % SHARDS;
+        let Ok(mut shard) = self.shards[index].lock() else {
+            // A panic while holding the lock: count as a fresh bucket.
+            return step(&self.policy, now, now).0;
+        };
+        if let Some(tat) = shard.get_mut(key) {
+            let (decision, next) = step(&self.policy, *tat, now);
+            *tat = next;
+            return decision;
+        }
+        if shard.len() >= self.per_shard {
+            make_room(&mut shard, now, self.per_shard);
+        }
+        let (decision, next) = step(&self.policy, now, now);
+        shard.insert(key.into(), next);
+        decision
     }
 }
 
@@ -252,6 +290,9 @@ mod tests {
         for i in 0..(MAX_KEYS + 20_000) {
             buckets.check(&format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255));
         }
-        assert!(buckets.len() <= MAX_KEYS, "{} keys held", buckets.len());
+        let held = u64::try_from(buckets.len()).expect("a count fits u64");
+        assert!(held <= MAX_KEYS, "{held} keys held");
+        // The keys seen last are still counted.
+        assert!(!buckets.check("10.1.212.191").allowed);
     }
 }

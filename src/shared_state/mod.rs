@@ -184,9 +184,16 @@ impl SharedState {
     /// A rate-limit counter for one route's policy, on this backend.
     pub fn rate_limiter(&self, route: &str, policy: Policy) -> RateLimiter {
         RateLimiter {
-            local: Arc::new(LocalBuckets::new(policy)),
+            local: Arc::new(LocalBuckets::new(policy.clone())),
+            // The policy is in the name: a changed limit starts afresh, as
+            // it does in memory, rather than reading state kept by another.
             redis: self.redis.clone().map(|redis| {
-                let prefix = redis.key(&format!("rl:{route}:"));
+                let prefix = redis.key(&format!(
+                    "rl:{route}:{}-{}-{}:",
+                    policy.requests,
+                    policy.per.as_secs(),
+                    policy.burst
+                ));
                 (redis, Arc::<str>::from(prefix))
             }),
         }

@@ -29,8 +29,10 @@ use super::{AuthState, Unavailable};
 /// How often the mirror reloads every revocation, whatever pub/sub said.
 pub const RESYNC_EVERY: Duration = Duration::from_secs(10);
 
-/// How long the task waits before subscribing again after a failure.
+/// How long the task first waits before subscribing again after a
+/// failure; it doubles while Redis stays down, up to [`RETRY_AT_MOST`].
 const RETRY_AFTER: Duration = Duration::from_millis(500);
+const RETRY_AT_MOST: Duration = Duration::from_secs(5);
 
 /// How often revocations pending for Redis are tried again.
 const PENDING_RETRY: Duration = Duration::from_secs(1);
@@ -132,11 +134,14 @@ fn has_pending(pending: &Pending) -> bool {
 
 /// The mirror's task: runs until aborted.
 async fn mirror(redis: Arc<Redis>, local: Arc<InMemoryState>, pending: Arc<Pending>) {
+    let mut backoff = RETRY_AFTER;
     loop {
         let Ok(pubsub) = redis.subscribe().await else {
-            tokio::time::sleep(RETRY_AFTER).await;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(RETRY_AT_MOST);
             continue;
         };
+        backoff = RETRY_AFTER;
         let mut messages = pubsub.into_on_message();
         // Subscribed first, loaded second: a revocation published in
         // between is in the load or in the stream, never in neither.

@@ -48,10 +48,7 @@ pub(super) struct LoginRequest {
 
 /// The client's address, from the connection.
 pub(super) fn client_ip<B>(request: &Request<B>) -> Option<IpAddr> {
-    request
-        .extensions()
-        .get::<ConnectInfo>()
-        .map(|c| c.remote.ip())
+    request.extensions().get::<ConnectInfo>().map(|c| c.client)
 }
 
 /// Reads `request`'s credentials and body. A malformed `Authorization`

@@ -125,6 +125,7 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
         max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
         max_body_bytes,
         trust_execution_key_header: file.trust_execution_key_header.unwrap_or(false),
+        trusted_proxies: trusted_proxies(report, &base, file.trusted_proxies.as_deref()),
     }
 }
 
@@ -229,6 +230,34 @@ pub(super) fn build_audit(report: &mut Report<'_>, file: AuditFile) -> AuditSett
         }
     };
     AuditSettings { sink, on_failure }
+}
+
+/// `trusted_proxies`: addresses or CIDR blocks (`10.0.0.0/8`, `::1`).
+fn trusted_proxies(
+    report: &mut Report<'_>,
+    base: &KeyPath,
+    entries: Option<&[String]>,
+) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for entry in entries.unwrap_or_default() {
+        let parsed = entry
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) if net.prefix_len() == 0 => report.problem(
+                &base.key("trusted_proxies"),
+                format!("{entry:?} trusts every address"),
+                "list only your load balancers' addresses: with every peer trusted, any client can choose its own address",
+            ),
+            Ok(net) => nets.push(net.trunc()),
+            Err(_) => report.problem(
+                &base.key("trusted_proxies"),
+                format!("{entry:?} is not an IP address or a CIDR block"),
+                "e.g. trusted_proxies = [\"10.0.0.0/8\", \"192.168.1.10\"]",
+            ),
+        }
+    }
+    nets
 }
 
 #[cfg(test)]

@@ -35,9 +35,10 @@ pub(super) fn build_shared_state(
         "redis" => {
             let url_env = file.url_env.unwrap_or_else(|| DEFAULT_URL_ENV.into());
             if !is_env_name(&url_env) {
+                // Not quoted back: it may be the URL itself, password and all.
                 report.problem(
                     &base.key("url_env"),
-                    format!("{url_env:?} is not an environment variable name"),
+                    "is not an environment variable name (letters, digits and _)",
                     "name the variable that holds the URL, e.g. url_env = \"WARDEN_REDIS_URL\" (the URL itself, with its password, never goes in the file)",
                 );
             }
@@ -120,6 +121,13 @@ pub(super) fn build_rate_limit(
             &path.key("per"),
             "must be a whole number of seconds",
             "e.g. per = \"1s\", \"10s\" or \"1m\" (for 5 a second over 500ms, write requests = 10, per = \"1s\")",
+        );
+    }
+    if u128::from(file.requests) > per.as_micros() {
+        report.problem(
+            &path.key("requests"),
+            "is more than 1,000,000 a second, the finest rate counted",
+            "limit to at most 1,000,000 requests a second",
         );
     }
     let burst = file.burst.unwrap_or(0);
