@@ -61,6 +61,8 @@ pub struct MetricFamilies {
     pub shared_state_errors: IntCounterVec,
     /// `warden_rate_limited_total{route}`.
     pub rate_limited: IntCounterVec,
+    /// `warden_upstream_tokens_minted_total{route}`.
+    pub upstream_tokens_minted: IntCounterVec,
 }
 
 /// The `route` label of requests no route matched.
@@ -169,6 +171,14 @@ impl Metrics {
             ),
             &["route"],
         )?;
+        let upstream_tokens_minted = IntCounterVec::new(
+            Opts::new(
+                "warden_upstream_tokens_minted_total",
+                "Tokens signed for upstreams (upstream_token), by route; reused ones are not counted.",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(upstream_tokens_minted.clone()))?;
         registry.register(Box::new(shared_state_up.clone()))?;
         registry.register(Box::new(shared_state_errors.clone()))?;
         registry.register(Box::new(rate_limited.clone()))?;
@@ -206,6 +216,7 @@ impl Metrics {
             shared_state_up,
             shared_state_errors,
             rate_limited,
+            upstream_tokens_minted,
         })))
     }
 

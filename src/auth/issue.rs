@@ -111,6 +111,19 @@ impl TokenIssuer {
         })
     }
 
+    /// The gateway's `iss`.
+    pub fn iss(&self) -> &str {
+        &self.iss
+    }
+
+    /// Signs `claims` as they are (a token for an upstream: its caller
+    /// sets every claim).
+    pub fn sign(&self, claims: &Map<String, Value>) -> Result<String, IssueError> {
+        let token = jsonwebtoken::encode(&self.header, claims, &self.key)
+            .map_err(|e| IssueError(e.to_string()))?;
+        Ok(super::ecdsa::low_s_token(self.header.alg, &token))
+    }
+
     /// Signs a token for `grant`.
     pub fn issue(&self, grant: &Grant<'_>) -> Result<Issued, IssueError> {
         let now = unix_now();

@@ -43,6 +43,7 @@ pub mod login;
 pub mod outcome;
 pub mod rejection;
 pub mod scopes;
+pub mod upstream_token;
 
 pub use authenticator::{
     Authenticator, MAX_LEEWAY_SECS, REVOCATION_MARGIN_SECS, ValidationSettings, revoked_until,

@@ -96,6 +96,7 @@ pub(crate) struct RouteFile {
     pub forward_authorization: Option<bool>,
     pub inject: Option<InjectFile>,
     pub rate_limit: Option<RateLimitFile>,
+    pub upstream_token: Option<UpstreamTokenFile>,
     pub ca_file: Option<String>,
     pub server_name: Option<String>,
     pub upstream_http2: Option<bool>,
@@ -218,6 +219,15 @@ pub(crate) struct RateLimitFile {
     pub per: String,
     pub burst: Option<u32>,
     pub key: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpstreamTokenFile {
+    pub aud: String,
+    pub ttl: Option<String>,
+    pub claims: Option<Vec<String>>,
+    pub header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

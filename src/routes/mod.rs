@@ -49,6 +49,8 @@ pub struct RouteSettings {
     pub forward: crate::auth::forward::ForwardSettings,
     /// The upstream credential injected, if any.
     pub inject: Option<crate::credentials::inject::InjectSettings>,
+    /// The token minted for the upstream, if any.
+    pub upstream_token: Option<crate::auth::upstream_token::UpstreamTokenSettings>,
     /// The route's rate limit, if any.
     pub rate_limit: Option<crate::rate_limit::RateLimitSettings>,
     /// How the upstream is reached: extra trust root, TLS name, HTTP/2.

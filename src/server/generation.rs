@@ -329,11 +329,7 @@ impl Persistent {
             &config.validation,
             &self.metrics,
         ));
-        let token_issuer = config.issuer.as_ref().and_then(|settings| {
-            let kid = settings.signing_kid.as_ref()?;
-            let key = config.keys.iter().find(|k| &k.kid == kid)?;
-            TokenIssuer::new(settings, key)
-        });
+        let token_issuer = signing_issuer(config);
         let endpoints = Endpoints::new(EndpointsConfig {
             login: config.login.as_ref(),
             issuer: token_issuer,
@@ -379,6 +375,7 @@ impl Persistent {
             endpoints,
             credentials: credentials.clone(),
             rate_limiters: self.rate_limiters(config)?,
+            token_issuer: signing_issuer(config).map(Arc::new),
         };
         let built = stack::build(config, &parts);
         let tls = config
@@ -402,6 +399,14 @@ impl Persistent {
             config_sha256,
         })
     }
+}
+
+/// The issuer that signs with `issuer.signing_kid`, when there is one.
+fn signing_issuer(config: &Config) -> Option<TokenIssuer> {
+    let settings = config.issuer.as_ref()?;
+    let kid = settings.signing_kid.as_ref()?;
+    let key = config.keys.iter().find(|k| &k.kid == kid)?;
+    TokenIssuer::new(settings, key)
 }
 
 /// Reloads the config file and swaps the result in.

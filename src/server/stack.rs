@@ -21,7 +21,9 @@ use super::request_deadline::{RequestDeadline, RequestDeadlineLayer};
 use crate::access_log::{AccessLogLayer, MatchedRoute};
 use crate::audit::AuditLog;
 use crate::auth::forward::ForwardClaimsLayer;
+use crate::auth::issue::TokenIssuer;
 use crate::auth::login::Endpoints;
+use crate::auth::upstream_token::UpstreamTokenLayer;
 use crate::auth::{Authenticator, JwtAuthLayer};
 use crate::body::{Body, HttpService};
 use crate::config::Config;
@@ -54,6 +56,8 @@ pub struct Components {
     pub credentials: Arc<Credentials>,
     /// The rate-limit counters of each limited route, by route name.
     pub rate_limiters: HashMap<String, RateLimiter>,
+    /// Signs the tokens minted for upstreams (`issuer.signing_kid`).
+    pub token_issuer: Option<Arc<TokenIssuer>>,
 }
 
 /// What [`build`] makes.
@@ -230,6 +234,14 @@ fn route_stack(
             config.audit.on_failure,
         )
     });
+    let upstream_token = route.upstream_token.as_ref().and_then(|settings| {
+        let issuer = parts.token_issuer.clone()?;
+        let minted = parts
+            .metrics
+            .upstream_tokens_minted
+            .with_label_values(&[&route.name]);
+        Some(UpstreamTokenLayer::new(settings.clone(), issuer, minted))
+    });
     let inject = route.inject.as_ref().map(|inject| {
         ServiceBuilder::new()
             .layer(InjectCredentialLayer::new(
@@ -265,6 +277,9 @@ fn route_stack(
             route.forward.clone(),
             claim_headers.clone(),
         ))
+        // After the header policy, which removed the client's own token:
+        // the upstream gets one minted for it alone.
+        .option_layer(upstream_token)
         // Innermost, after the header policy: nothing after it can remove
         // the credential, and nothing before it sees it.
         .option_layer(inject)

@@ -14,6 +14,7 @@
 //! - `login.rs`: `[login]` with its API keys and users
 //! - `credentials.rs`: `[credentials]`, and a route's `inject`
 //! - `shared_state.rs`: `[shared_state]`, and a route's `rate_limit`
+//! - `upstream_token.rs`: a route's `upstream_token`
 //! - `routes.rs`: `[[routes]]`
 //! - `report.rs`: key paths, the report, and the value checks several
 //!   sections share
@@ -31,6 +32,7 @@ mod report;
 mod routes;
 mod server;
 mod shared_state;
+mod upstream_token;
 
 use std::path::Path;
 
@@ -208,6 +210,14 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         );
     }
     check_reserved_paths(report, &routes, &route_paths, login.as_ref());
+    let can_sign = issuer.as_ref().is_some_and(|i| i.signing_kid.is_some());
+    if !can_sign && let Some(index) = routes.iter().position(|r| r.upstream_token.is_some()) {
+        report.problem(
+            &route_paths[index].key("upstream_token"),
+            "is signed with issuer.signing_kid, but the gateway has no signing key",
+            "add [issuer] with signing_kid naming an asymmetric [[keys]] entry",
+        );
+    }
     if let Some(own) = &issuer
         && let Some(index) = trusted_issuers.iter().position(|t| t.iss == own.iss)
     {

@@ -16,6 +16,7 @@ use http::{Method, Uri};
 use super::credentials::{CREDENTIAL_PLACEHOLDER, build_inject};
 use super::report::{KeyPath, Report, check_scopes, duration, is_path_byte};
 use super::shared_state::build_rate_limit;
+use super::upstream_token::build_upstream_token;
 use crate::auth::forward::ForwardSettings;
 use crate::auth::scopes::RouteAuthz;
 use crate::config::ServerSettings;
@@ -102,6 +103,14 @@ fn build_route(
         .as_ref()
         .and_then(|inject| build_inject(report, &path.key("inject"), inject));
     check_credential_placeholder(report, path, &file, inject.is_some());
+    let upstream_token = file.upstream_token.as_ref().and_then(|minted| {
+        build_upstream_token(
+            report,
+            &path.key("upstream_token"),
+            minted,
+            auth == AuthMode::Jwt,
+        )
+    });
     let rate_limit = file.rate_limit.as_ref().and_then(|limit| {
         build_rate_limit(
             report,
@@ -138,6 +147,7 @@ fn build_route(
         forward,
         inject,
         rate_limit,
+        upstream_token,
         connection,
         health,
     })
