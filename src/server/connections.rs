@@ -67,7 +67,7 @@ struct Table {
 #[derive(Debug)]
 pub struct Activity {
     in_flight: AtomicUsize,
-    /// Milliseconds after the epoch when the connection last became idle.
+    /// Microseconds after the epoch when the connection last became idle.
     idle_since: AtomicU64,
     /// Set once the connection has been asked to close.
     closing: AtomicBool,
@@ -97,12 +97,12 @@ impl Activity {
         };
         activity
             .idle_since
-            .store(activity.now_ms(), Ordering::Relaxed);
+            .store(activity.now_us(), Ordering::Relaxed);
         activity
     }
 
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     fn begin(&self) {
@@ -113,7 +113,7 @@ impl Activity {
     fn end(&self) {
         // The idle clock starts before the count reaches zero, so a reader
         // that sees zero never sees an older idle_since.
-        self.idle_since.store(self.now_ms(), Ordering::Release);
+        self.idle_since.store(self.now_us(), Ordering::Release);
         if self.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }
@@ -125,7 +125,7 @@ impl Activity {
             return None;
         }
         let since = self.idle_since.load(Ordering::Acquire);
-        Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+        Some(Duration::from_micros(self.now_us().saturating_sub(since)))
     }
 
     /// Resolves when the connection is asked to close (at once if it was).
@@ -218,12 +218,14 @@ impl Connections {
                     .filter(|a| a.closing.load(Ordering::Acquire))
                     .count();
                 if closing == 0 {
+                    // Ties (idle since the same microsecond) go to the
+                    // older connection, not to the map's order.
                     let longest_idle = table
                         .open
-                        .values()
-                        .filter_map(|a| a.idle_for().map(|idle| (idle, a)))
-                        .max_by_key(|(idle, _)| *idle);
-                    if let Some((_, activity)) = longest_idle {
+                        .iter()
+                        .filter_map(|(id, a)| a.idle_for().map(|idle| (idle, *id, a)))
+                        .max_by_key(|(idle, id, _)| (*idle, std::cmp::Reverse(*id)));
+                    if let Some((_, _, activity)) = longest_idle {
                         activity.ask_to_close();
                     }
                 }
