@@ -177,6 +177,8 @@ add_case warden-cached warden "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwt 
 # A public route with a rate limit by client_ip that never refuses: what
 # counting costs (SPEC §11), against warden-public.
 add_case warden-limited warden "http://127.0.0.1:$PORT_WARDEN/limited" "warden public + rate limit"
+# The repeated token again, with an upstream token minted (and reused) per caller.
+add_case warden-minted warden "http://127.0.0.1:$PORT_WARDEN/minted" "warden jwt repeated + upstream token"
 if [[ -n $REDIS_SERVER ]]; then
     # The same routes with the shared state in Redis (SPEC §10).
     add_case warden-redis-cached warden-redis "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwt repeated, redis"
@@ -340,6 +342,7 @@ HS256_SECRET=$(<"$TMP/keys/hs256.secret")
 REPEATED_TOKEN=$(<"$TMP/tokens/repeated.token")
 CASE_TOKEN[warden-cached]=$REPEATED_TOKEN
 CASE_TOKEN[warden-redis-cached]=$REPEATED_TOKEN
+CASE_TOKEN[warden-minted]=$REPEATED_TOKEN
 
 cat >"$TMP/warden.toml" <<EOF
 # Written by benches/load.sh.
@@ -374,6 +377,7 @@ private_key_file = "keys/es256.pem"
 [issuer]
 iss = "https://issuer.bench.local"
 aud = ["bench-api"]
+signing_kid = "bench-es256"
 
 [[routes]]
 name = "public"
@@ -397,6 +401,13 @@ upstream = "http://127.0.0.1:$PORT_UPSTREAM"
 name = "es256"
 path_prefix = "/es256"
 upstream = "http://127.0.0.1:$PORT_UPSTREAM"
+
+# Like es256, with a token minted for the upstream (cached per caller).
+[[routes]]
+name = "minted"
+path_prefix = "/minted"
+upstream = "http://127.0.0.1:$PORT_UPSTREAM"
+upstream_token = { aud = "bench-upstream", ttl = "60s", claims = ["sub", "scope"] }
 
 # Counted per client address, never refused at this load (10^6 a second).
 [[routes]]
@@ -584,6 +595,7 @@ for alg in hs256 rs256 es256; do
     done
 done
 expect 200 "warden repeated token" "http://127.0.0.1:$PORT_WARDEN/es256" "$REPEATED_TOKEN"
+expect 200 "warden repeated token, upstream token" "http://127.0.0.1:$PORT_WARDEN/minted" "$REPEATED_TOKEN"
 for id in direct haproxy-plain nginx-plain floor warden-public warden-limited; do
     [[ -n "${CASE_URL[$id]:-}" ]] || continue
     expect 200 "$id" "${CASE_URL[$id]}"
@@ -805,6 +817,11 @@ report() {
             "$(ratio "$(med warden-limited 3)" "$w_pub")" \
             "$(awk -v a="$(med warden-limited 6)" -v b="$(med warden-public 6)" 'BEGIN { print a - b }')"
     fi
+    if has_case warden-minted && has_case warden-cached; then
+        printf '  %-44s %6s x throughput   %6s x CPU/req\n' "warden jwt repeated: upstream token vs none" \
+            "$(ratio "$(med warden-minted 3)" "$(med warden-cached 3)")" \
+            "$(ratio "$(med warden-minted 6)" "$(med warden-cached 6)")"
+    fi
     if has_case warden-redis-cached && has_case warden-cached; then
         printf '  %-44s %6s x throughput   %6s x CPU/req\n' "warden jwt repeated: redis vs memory backend" \
             "$(ratio "$(med warden-redis-cached 3)" "$(med warden-cached 3)")" \
@@ -857,6 +874,11 @@ report() {
         r=$(awk -v a="$(med warden-limited 6)" -v b="$(med warden-public 6)" 'BEGIN { printf "%.2f", a - b }')
         printf '  %-66s %6s   %s\n' "rate limit (memory): <= 1 us more CPU/req than the same route without" "$r" \
             "$(verdict "$r" '<=' 1)"
+    fi
+    if has_case warden-minted && has_case warden-cached; then
+        r=$(ratio "$(med warden-minted 6)" "$(med warden-cached 6)")
+        printf '  %-66s %6s   %s\n' "upstream token, repeated caller: <= 1.1x the same route's CPU/req" "$r" \
+            "$(verdict "$r" '<=' 1.1)"
     fi
     if has_case warden-redis-cached && has_case warden-cached; then
         r=$(ratio "$(med warden-redis-cached 6)" "$(med warden-cached 6)")
