@@ -162,7 +162,7 @@ impl EncryptionKey {
         Self::from_public_pem(kid, alg, bytes)
     }
 
-    /// A shared secret (`A256KW`, `dir`), as [`DecryptionKey::from_secret`].
+    /// A shared secret (`A256KW`, `dir`), as [`super::DecryptionKey::from_secret`].
     pub fn from_secret(
         kid: impl Into<String>,
         alg: KeyAlg,
