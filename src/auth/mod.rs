@@ -5,6 +5,7 @@
 //! - [`jwk`]: JSON Web Keys checked before use;
 //! - [`jwks`]: trusted issuers and their remote key sets;
 //! - [`jwt`]: the pure verification function;
+//! - [`jwe`]: encrypted tokens (compact JWE): decryption, encryption, keys;
 //! - [`ecdsa`]: one encoding per ECDSA signature (low `s`);
 //! - [`authenticator`]: verification with a cache, revocation, JWKS refetch;
 //! - [`layer`]: the JWT layer of jwt routes;
@@ -34,6 +35,7 @@ mod cache_admission;
 pub mod ecdsa;
 pub mod forward;
 pub mod issue;
+pub mod jwe;
 pub mod jwk;
 pub mod jwks;
 pub mod jwt;
