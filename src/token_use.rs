@@ -82,6 +82,12 @@ impl TokenUse<'_> {
             reason: &'static str,
             client_ip: Option<std::net::IpAddr>,
             latency_ms: f64,
+            /// Present (true) only for a token that came encrypted.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            jwe: Option<bool>,
+            /// The kid of the key that decrypted it.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            jwe_kid: Option<&'a str>,
         }
         let principal = self.principal;
         audit.send(&Event {
@@ -104,6 +110,10 @@ impl TokenUse<'_> {
             reason: self.denied.map_or("ok", Refusal::as_str),
             client_ip: self.client_ip,
             latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            jwe: principal
+                .and_then(|p| p.decrypted_with.as_ref())
+                .map(|_| true),
+            jwe_kid: principal.and_then(|p| p.decrypted_with.as_deref()),
         });
     }
 }

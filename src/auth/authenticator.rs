@@ -15,6 +15,9 @@ use std::time::Duration;
 use prometheus::IntCounter;
 
 use super::cache_admission::CacheAdmission;
+use super::jwe::{
+    DECRYPT_ERROR_DESCRIPTION, DecryptFailure, DecryptionKey, decrypt, is_compact_jwe,
+};
 use super::jwks::TrustedIssuer;
 use super::jwt::{self, Principal, Reason, Rejection};
 use crate::clock::unix_now;
@@ -80,6 +83,8 @@ pub struct Authenticator {
     state: Arc<dyn AuthState>,
     own: Arc<jwt::KeySet>,
     issuers: Vec<Arc<TrustedIssuer>>,
+    /// Keys that decrypt encrypted tokens (nested JWTs).
+    decryption: Arc<[Arc<DecryptionKey>]>,
     cache: moka::sync::Cache<[u8; 32], Arc<Principal>>,
     /// Which verified tokens go into the cache.
     admission: CacheAdmission,
@@ -112,6 +117,7 @@ impl Authenticator {
             state,
             own: Arc::new(own),
             issuers,
+            decryption: Arc::new([]),
             cache: moka::sync::Cache::builder()
                 .max_capacity(settings.cache_entries)
                 .expire_after(CacheExpiry)
@@ -122,6 +128,13 @@ impl Authenticator {
             cache_hit: metrics.token_cache_requests.with_label_values(&["hit"]),
             cache_miss: metrics.token_cache_requests.with_label_values(&["miss"]),
         }
+    }
+
+    /// The authenticator, also accepting tokens encrypted to `keys`.
+    #[must_use]
+    pub fn with_decryption_keys(mut self, keys: &[Arc<DecryptionKey>]) -> Self {
+        self.decryption = keys.into();
+        self
     }
 
     fn verify_now(&self, token: &str) -> Result<Principal, (Rejection, jwt::Unverified)> {
@@ -161,6 +174,66 @@ impl Authenticator {
         Ok(principal)
     }
 
+    /// Verifies a compact JWS; an unknown `kid` of a trusted issuer may
+    /// trigger one refetch of its JWKS, then one more try.
+    async fn verify_signed(
+        &self,
+        token: &str,
+    ) -> Result<Principal, (Rejection, Option<Arc<Principal>>)> {
+        let signed = |(rejection, unverified): (Rejection, jwt::Unverified)| {
+            (rejection, unverified.signed.map(|p| Arc::new(*p)))
+        };
+        match self.verify_now(token) {
+            Err((rejection, unverified)) if rejection.reason == Reason::UnknownKid => {
+                match self.issuer_to_refetch(&unverified) {
+                    Some((issuer, kid)) if issuer.refetch_for_unknown_kid(&kid).await => {
+                        self.verify_now(token).map_err(signed)
+                    }
+                    _ => Err((rejection, None)),
+                }
+            }
+            other => other.map_err(signed),
+        }
+    }
+
+    /// Decrypts an encrypted token to the JWS it must hold (SPEC §12):
+    /// the JWS and the kid of the key that decrypted it. Every failure to
+    /// decrypt is one answer; the cause goes to the log only.
+    fn decrypt(&self, token: &str) -> Result<(String, String), Rejection> {
+        let decrypted = decrypt(token, self.decryption.iter().map(Arc::as_ref)).map_err(|err| {
+            let cause = err.reason();
+            tracing::info!(cause = cause.as_str(), "encrypted token refused");
+            // Algorithms refused by name are refused before any key is
+            // used: telling them apart is no oracle, and the metric says so.
+            let reason = match cause {
+                DecryptFailure::Rsa15Refused
+                | DecryptFailure::Pbes2Refused
+                | DecryptFailure::AlgNotAllowed
+                | DecryptFailure::EncNotAllowed => Reason::AlgNotAllowed,
+                _ => Reason::DecryptFailed,
+            };
+            Rejection {
+                reason,
+                description: DECRYPT_ERROR_DESCRIPTION,
+            }
+        })?;
+        let not_signed = Rejection {
+            reason: Reason::NotSigned,
+            description: "token not signed",
+        };
+        // A nested JWT says so (RFC 7519 §5.2); an absent cty is read as
+        // one only if the content is a compact JWS.
+        let cty_ok = decrypted
+            .cty
+            .as_deref()
+            .is_none_or(|cty| cty.eq_ignore_ascii_case("JWT"));
+        let inner = std::str::from_utf8(&decrypted.plaintext)
+            .ok()
+            .filter(|text| cty_ok && text.split('.').count() == 3)
+            .ok_or(not_signed)?;
+        Ok((inner.to_owned(), decrypted.key.kid().to_owned()))
+    }
+
     /// The trusted issuer a token with an unknown `kid` claims to be from.
     fn issuer_to_refetch(
         &self,
@@ -198,19 +271,16 @@ impl Authenticator {
             };
         }
         self.cache_miss.inc();
-        let signed = |(rejection, unverified): (Rejection, jwt::Unverified)| {
-            (rejection, unverified.signed.map(|p| Arc::new(*p)))
-        };
-        let verified = match self.verify_now(token) {
-            Err((rejection, unverified)) if rejection.reason == Reason::UnknownKid => {
-                match self.issuer_to_refetch(&unverified) {
-                    Some((issuer, kid)) if issuer.refetch_for_unknown_kid(&kid).await => {
-                        self.verify_now(token).map_err(signed)
-                    }
-                    _ => Err((rejection, None)),
-                }
-            }
-            other => other.map_err(signed),
+        // The cache is keyed on the token as presented: a repeated
+        // encrypted token costs a hash, not a decryption.
+        let verified = if is_compact_jwe(token) {
+            let (inner, kid) = self.decrypt(token).map_err(|r| (r, None))?;
+            self.verify_signed(&inner).await.map(|mut principal| {
+                principal.decrypted_with = Some(kid);
+                principal
+            })
+        } else {
+            self.verify_signed(token).await
         };
         let principal = Arc::new(verified?);
         if self.admission.admit(&cache_key) {

@@ -12,6 +12,7 @@ use std::time::Duration;
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Map, Value};
 
+use super::jwe::DecryptionKey;
 use super::keys::LoadedKey;
 use crate::clock::unix_now;
 
@@ -174,8 +175,10 @@ impl TokenIssuer {
 }
 
 /// The public JWKS of `keys`: the public half of every asymmetric key with
-/// `kid`, `kty`, `alg`, `use: "sig"` and its public parameters only.
-pub fn public_jwks(keys: &[Arc<LoadedKey>]) -> Value {
+/// `kid`, `kty`, `alg`, `use: "sig"` and its public parameters only; then
+/// the public half of every asymmetric decryption key, with `use: "enc"`,
+/// so clients can encrypt to the gateway (never a shared secret).
+pub fn public_jwks(keys: &[Arc<LoadedKey>], decryption: &[Arc<DecryptionKey>]) -> Value {
     const PUBLIC_PARAMETERS: [&str; 6] = ["kty", "crv", "x", "y", "n", "e"];
     let published: Vec<Value> = keys
         .iter()
@@ -192,6 +195,7 @@ pub fn public_jwks(keys: &[Arc<LoadedKey>]) -> Value {
             out.insert("use".into(), "sig".into());
             Some(Value::Object(out))
         })
+        .chain(decryption.iter().filter_map(|key| key.public_jwk()))
         .collect();
     serde_json::json!({ "keys": published })
 }

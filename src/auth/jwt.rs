@@ -62,6 +62,11 @@ pub enum Reason {
     InsufficientScope,
     /// A claim the route requires is missing or has another value.
     ClaimMismatch,
+    /// An encrypted token (JWE) could not be decrypted: one reason for
+    /// every cause, so that no answer tells one failure from another.
+    DecryptFailed,
+    /// An encrypted token whose content is not a signed JWT.
+    NotSigned,
     /// The route's rate limit refused the request (the limit's own 429,
     /// not an auth refusal; audited like one when a token was presented).
     RateLimited,
@@ -78,6 +83,8 @@ impl Reason {
             Reason::AlgNotAllowed => "alg_not_allowed",
             Reason::UnknownKid => "unknown_kid",
             Reason::CritUnsupported => "crit_unsupported",
+            Reason::DecryptFailed => "decrypt_failed",
+            Reason::NotSigned => "not_signed",
             Reason::SignatureInvalid => "signature_invalid",
             Reason::TokenExpired => "token_expired",
             Reason::TokenNotYetValid => "token_not_yet_valid",
@@ -199,6 +206,9 @@ pub struct Principal {
     pub scopes: Vec<String>,
     /// Every claim, for `require_claims` and `forward_claims`.
     pub claims: Map<String, Value>,
+    /// The kid of the key that decrypted the token, when it came encrypted
+    /// (a nested JWT, SPEC §12).
+    pub decrypted_with: Option<String>,
 }
 
 impl Principal {
@@ -544,6 +554,7 @@ fn principal_from(claims: Map<String, Value>) -> Result<Principal, Rejection> {
         iss: string_claim(&claims, "iss")?.unwrap_or_default(),
         scopes: scopes_of(&claims),
         claims,
+        decrypted_with: None,
     };
     Ok(principal)
 }

@@ -92,6 +92,8 @@ pub fn rejection_response(
         | Reason::IssuerMismatch
         | Reason::AudienceMismatch
         | Reason::TokenRevoked
+        | Reason::DecryptFailed
+        | Reason::NotSigned
         | Reason::RateLimited => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",

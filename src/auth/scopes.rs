@@ -96,6 +96,7 @@ mod tests {
             iat: None,
             scopes: super::super::jwt::scopes_of(&claims),
             claims,
+            decrypted_with: None,
         }
     }
 

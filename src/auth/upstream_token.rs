@@ -6,7 +6,8 @@
 //! route's), `iat`, `exp` (the route's `ttl`, never past the caller's own
 //! `exp`), a fresh `jti`, `txn` (the execution key of the request that
 //! minted it) and the listed claims copied from the caller's verified
-//! token. It sits after the header policy, so the client's own
+//! token; with `encrypt_to`, it is then encrypted to the upstream's public
+//! key (a nested JWT, SPEC §12). It sits after the header policy, so the client's own
 //! `Authorization` is already gone, and before credential injection.
 //!
 //! Tokens are cached per route and caller token (its `iss`, `sub`, `jti`,
@@ -24,6 +25,7 @@ use serde_json::{Map, Value};
 use tower::{Layer, Service};
 
 use super::issue::TokenIssuer;
+use super::jwe::{EncryptionKey, encrypt};
 use super::jwt::Principal;
 use crate::body::Body;
 use crate::clock::unix_now;
@@ -52,6 +54,9 @@ pub struct UpstreamTokenSettings {
     /// The header it is sent in: `Authorization` (as `Bearer <token>`) or
     /// any other (the bare token).
     pub header: HeaderName,
+    /// The kid of the upstream's public key it is encrypted to (a nested
+    /// JWT), if any.
+    pub encrypt_to: Option<String>,
 }
 
 /// One minted token, and until when it may be sent.
@@ -71,6 +76,9 @@ pub struct UpstreamTokenLayer {
 struct Minter {
     settings: UpstreamTokenSettings,
     issuer: Arc<TokenIssuer>,
+    /// The upstream's public key, when the token goes encrypted (`Some(None)`:
+    /// it should, but the key is missing, so nothing is sent).
+    encrypt_to: Option<Option<Arc<EncryptionKey>>>,
     cache: moka::sync::Cache<String, Minted>,
     minted: IntCounter,
 }
@@ -81,6 +89,7 @@ impl UpstreamTokenLayer {
     pub fn new(
         settings: UpstreamTokenSettings,
         issuer: Arc<TokenIssuer>,
+        encrypt_to: Option<Option<Arc<EncryptionKey>>>,
         minted: IntCounter,
     ) -> Self {
         Self {
@@ -91,6 +100,7 @@ impl UpstreamTokenLayer {
                     .build(),
                 settings,
                 issuer,
+                encrypt_to,
                 minted,
             }),
         }
@@ -243,6 +253,21 @@ impl Minter {
                 tracing::error!(error = %err, "cannot sign the upstream token");
                 return None;
             }
+        };
+        // A nested JWT: signed by warden, readable by the upstream alone.
+        let token = match &self.encrypt_to {
+            None => token,
+            Some(None) => {
+                tracing::error!("the upstream's encryption key is missing; no token is sent");
+                return None;
+            }
+            Some(Some(key)) => match encrypt(key, token.as_bytes()) {
+                Ok(encrypted) => encrypted,
+                Err(err) => {
+                    tracing::error!(error = %err, kid = key.kid(), "cannot encrypt the upstream token");
+                    return None;
+                }
+            },
         };
         self.minted.inc();
         Some((token, lifetime))

@@ -228,6 +228,7 @@ pub(crate) struct UpstreamTokenFile {
     pub ttl: Option<String>,
     pub claims: Option<Vec<String>>,
     pub header: Option<String>,
+    pub encrypt_to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

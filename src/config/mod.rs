@@ -61,6 +61,10 @@ pub struct Config {
     /// `[shared_state]`: where revocations, login counters and rate-limit
     /// counters live.
     pub shared_state: crate::shared_state::SharedStateSettings,
+    /// `[[keys]]` that decrypt encrypted tokens (JWE), private halves held.
+    pub decryption_keys: Vec<Arc<crate::auth::jwe::DecryptionKey>>,
+    /// `[[keys]]` holding upstreams' public keys, for `encrypt_to`.
+    pub encryption_keys: Vec<Arc<crate::auth::jwe::EncryptionKey>>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteSettings>,
 }

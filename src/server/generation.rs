@@ -322,18 +322,22 @@ impl Persistent {
             None => Vec::new(),
         };
         let issuers = self.trusted_issuers(config)?;
-        let authenticator = Arc::new(Authenticator::new(
-            KeySet::new(own),
-            issuers,
-            self.state.clone(),
-            &config.validation,
-            &self.metrics,
-        ));
+        let authenticator = Arc::new(
+            Authenticator::new(
+                KeySet::new(own),
+                issuers,
+                self.state.clone(),
+                &config.validation,
+                &self.metrics,
+            )
+            .with_decryption_keys(&config.decryption_keys),
+        );
         let token_issuer = signing_issuer(config);
         let endpoints = Endpoints::new(EndpointsConfig {
             login: config.login.as_ref(),
             issuer: token_issuer,
             keys: &config.keys,
+            decryption_keys: &config.decryption_keys,
             authenticator: authenticator.clone(),
             state: self.state.clone(),
             audit: self.audit.clone(),

@@ -240,7 +240,21 @@ fn route_stack(
             .metrics
             .upstream_tokens_minted
             .with_label_values(&[&route.name]);
-        Some(UpstreamTokenLayer::new(settings.clone(), issuer, minted))
+        // The config names only public encryption keys here; were one
+        // missing, the layer refuses rather than send the token in clear.
+        let encrypt_to = settings.encrypt_to.as_ref().map(|kid| {
+            config
+                .encryption_keys
+                .iter()
+                .find(|key| key.kid() == kid)
+                .cloned()
+        });
+        Some(UpstreamTokenLayer::new(
+            settings.clone(),
+            issuer,
+            encrypt_to,
+            minted,
+        ))
     });
     let inject = route.inject.as_ref().map(|inject| {
         ServiceBuilder::new()

@@ -128,6 +128,8 @@ pub struct EndpointsConfig<'a> {
     pub issuer: Option<TokenIssuer>,
     /// The gateway's keys, for the JWKS.
     pub keys: &'a [Arc<LoadedKey>],
+    /// Its decryption keys, whose public halves the JWKS publishes too.
+    pub decryption_keys: &'a [Arc<crate::auth::jwe::DecryptionKey>],
     /// Verifies tokens presented for revocation.
     pub authenticator: Arc<Authenticator>,
     /// Revocations and failure counters.
@@ -156,7 +158,7 @@ impl Endpoints {
             inner: Arc::new(EndpointsInner {
                 login,
                 revoke,
-                jwks: public_jwks(config.keys).to_string(),
+                jwks: public_jwks(config.keys, config.decryption_keys).to_string(),
             }),
         }
     }

@@ -13,9 +13,11 @@ use std::time::Duration;
 
 use http::Uri;
 
+use super::jwe_keys::{JweKeys, load_jwe_key};
 use super::report::{KeyPath, Report, duration};
 use crate::auth::ValidationSettings;
 use crate::auth::issue::IssuerSettings;
+use crate::auth::jwe::{KeyAlg, SUPPORTED_KEY_ALGS};
 use crate::auth::jwks::TrustedIssuerSettings;
 use crate::auth::keys::{
     self, KeySettings, KeySource, LoadedKey, SUPPORTED_ALGORITHMS, parse_algorithm,
@@ -25,8 +27,9 @@ use crate::config::file::{IssuerFile, KeyFile, TrustedIssuerFile, ValidationFile
 pub(super) fn build_keys(
     report: &mut Report<'_>,
     files: Vec<(usize, KeyFile)>,
-) -> Vec<Arc<LoadedKey>> {
+) -> (Vec<Arc<LoadedKey>>, JweKeys) {
     let mut loaded: Vec<Arc<LoadedKey>> = Vec::new();
+    let mut jwe = JweKeys::default();
     for (index, file) in files {
         let path = KeyPath::default().key("keys").index(index);
         if file.kid.is_empty() || file.kid.len() > 128 || file.kid.chars().any(char::is_control) {
@@ -37,7 +40,7 @@ pub(super) fn build_keys(
             );
             continue;
         }
-        if loaded.iter().any(|k| k.kid == file.kid) {
+        if loaded.iter().any(|k| k.kid == file.kid) || jwe.has(&file.kid) {
             report.problem(
                 &path.key("kid"),
                 format!("duplicate kid {:?}", file.kid),
@@ -45,11 +48,17 @@ pub(super) fn build_keys(
             );
             continue;
         }
+        if let Some(alg) = KeyAlg::parse(&file.alg) {
+            load_jwe_key(report, &path, &file, alg, &mut jwe);
+            continue;
+        }
         let Some(alg) = parse_algorithm(&file.alg) else {
             report.problem(
                 &path.key("alg"),
                 format!("{:?} is not a supported algorithm", file.alg),
-                format!("use one of {SUPPORTED_ALGORITHMS}"),
+                format!(
+                    "use one of {SUPPORTED_ALGORITHMS} to sign and verify, or {SUPPORTED_KEY_ALGS} to decrypt"
+                ),
             );
             continue;
         };
@@ -88,13 +97,14 @@ pub(super) fn build_keys(
             Err(err) => report.problem(&path, err.message, err.fix),
         }
     }
-    loaded
+    (loaded, jwe)
 }
 
 pub(super) fn build_issuer(
     report: &mut Report<'_>,
     file: Option<IssuerFile>,
     keys: &[Arc<LoadedKey>],
+    jwe: &JweKeys,
 ) -> Option<IssuerSettings> {
     let base = KeyPath::default().key("issuer");
     let Some(file) = file else {
@@ -130,6 +140,11 @@ pub(super) fn build_issuer(
                 &base.key("signing_kid"),
                 format!("key {kid:?} cannot sign: it is a public key"),
                 "point signing_kid at a key with private_key_file, a secret, or generate = true",
+            ),
+            None if jwe.has(kid) => report.problem(
+                &base.key("signing_kid"),
+                format!("key {kid:?} is an encryption key: it decrypts, it never signs"),
+                "point signing_kid at a signing key (ES256, RS256, EdDSA…)",
             ),
             None => report.problem(
                 &base.key("signing_kid"),

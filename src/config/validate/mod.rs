@@ -11,6 +11,7 @@
 //!
 //! - `server.rs`: `[server]`, `[server.tls]`, `[log]`, `[audit]`
 //! - `auth.rs`: `[[keys]]`, `[issuer]`, `[validation]`, `[[trusted_issuers]]`
+//! - `jwe_keys.rs`: the `[[keys]]` that decrypt tokens or encrypt to upstreams
 //! - `login.rs`: `[login]` with its API keys and users
 //! - `credentials.rs`: `[credentials]`, and a route's `inject`
 //! - `shared_state.rs`: `[shared_state]`, and a route's `rate_limit`
@@ -27,6 +28,7 @@
 
 mod auth;
 mod credentials;
+mod jwe_keys;
 mod login;
 mod report;
 mod routes;
@@ -187,8 +189,8 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
 fn build(report: &mut Report<'_>, sections: Sections) -> Config {
     let server = server::build_server(report, sections.server);
     let log = server::build_log(report, sections.log);
-    let keys = auth::build_keys(report, sections.keys);
-    let issuer = auth::build_issuer(report, sections.issuer, &keys);
+    let (keys, jwe) = auth::build_keys(report, sections.keys);
+    let issuer = auth::build_issuer(report, sections.issuer, &keys, &jwe);
     let validation = auth::build_validation(report, sections.validation);
     let trusted_issuers = auth::build_trusted_issuers(report, sections.trusted_issuers);
     let (routes, route_paths) = routes::build_routes(report, sections.routes, &server);
@@ -210,6 +212,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         );
     }
     check_reserved_paths(report, &routes, &route_paths, login.as_ref());
+    check_encrypt_to(report, &routes, &route_paths, &jwe);
     let can_sign = issuer.as_ref().is_some_and(|i| i.signing_kid.is_some());
     if !can_sign && let Some(index) = routes.iter().position(|r| r.upstream_token.is_some()) {
         report.problem(
@@ -251,7 +254,46 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         audit,
         credentials,
         shared_state,
+        decryption_keys: jwe.decryption,
+        encryption_keys: jwe.encryption,
         routes,
+    }
+}
+
+/// A route's `upstream_token.encrypt_to` names an upstream's public key.
+fn check_encrypt_to(
+    report: &mut Report<'_>,
+    routes: &[RouteSettings],
+    paths: &[KeyPath],
+    jwe: &jwe_keys::JweKeys,
+) {
+    for (route, path) in routes.iter().zip(paths) {
+        let Some(kid) = route
+            .upstream_token
+            .as_ref()
+            .and_then(|t| t.encrypt_to.as_deref())
+        else {
+            continue;
+        };
+        let at = path.key("upstream_token").key("encrypt_to");
+        match jwe.encryption.iter().find(|k| k.kid() == kid) {
+            Some(key) if key.alg().is_symmetric() => report.problem(
+                &at,
+                format!("key {kid:?} is a shared secret"),
+                "encrypt to the upstream's public key: a [[keys]] entry with public_key_file and alg ECDH-ES+A256KW or RSA-OAEP-256",
+            ),
+            Some(_) => {}
+            None if jwe.decryption.iter().any(|k| k.kid() == kid) => report.problem(
+                &at,
+                format!("key {kid:?} is one of the gateway's own decryption keys"),
+                "encrypt to the upstream's public key: a [[keys]] entry with public_key_file and alg ECDH-ES+A256KW or RSA-OAEP-256",
+            ),
+            None => report.problem(
+                &at,
+                format!("no [[keys]] entry with a public encryption key has kid {kid:?}"),
+                "add the upstream's public key: [[keys]] with kid, alg = \"ECDH-ES+A256KW\" (or \"RSA-OAEP-256\") and public_key_file",
+            ),
+        }
     }
 }
 

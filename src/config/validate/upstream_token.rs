@@ -80,5 +80,6 @@ pub(super) fn build_upstream_token(
         ttl,
         claims,
         header,
+        encrypt_to: file.encrypt_to.clone(),
     })
 }
