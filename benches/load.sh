@@ -174,6 +174,10 @@ add_case warden-rs256 warden "http://127.0.0.1:$PORT_WARDEN/rs256" "warden jwt R
 add_case haproxy-es256 haproxy "http://127.0.0.1:$PORT_ES256/es256" "HAProxy jwt ES256" es256
 add_case warden-es256 warden "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwt ES256" es256
 add_case warden-cached warden "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwt repeated (cache)"
+# The ES256 tokens again, each encrypted to warden (ECDH-ES+A256KW, A256GCM):
+# nested JWTs, distinct and repeated.
+add_case warden-jwe warden "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwe ES256 in ECDH-ES+A256KW" es256-jwe
+add_case warden-jwe-cached warden "http://127.0.0.1:$PORT_WARDEN/es256" "warden jwe repeated (cache)"
 # A public route with a rate limit by client_ip that never refuses: what
 # counting costs (SPEC §11), against warden-public.
 add_case warden-limited warden "http://127.0.0.1:$PORT_WARDEN/limited" "warden public + rate limit"
@@ -334,15 +338,19 @@ mkdir -p "$TMP/keys" "$TMP/tokens" "$TMP/nginx/logs"
 "$OPENSSL" rand -hex 32 | tr -d '\n' >"$TMP/keys/hs256.secret"
 "$OPENSSL" pkey -in "$TMP/keys/rs256.pem" -pubout -out "$TMP/keys/rs256.pub" 2>/dev/null
 "$OPENSSL" pkey -in "$TMP/keys/es256.pem" -pubout -out "$TMP/keys/es256.pub" 2>/dev/null
+# warden's decryption key for the nested-JWT cases (PKCS#8 P-256).
+"$OPENSSL" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$TMP/keys/enc.pem" 2>/dev/null
 HS256_SECRET=$(<"$TMP/keys/hs256.secret")
 
 "$MINT" --hs256-secret "$TMP/keys/hs256.secret" --rs256-key "$TMP/keys/rs256.pem" \
-    --es256-key "$TMP/keys/es256.pem" --out "$TMP/tokens" \
+    --es256-key "$TMP/keys/es256.pem" --jwe-key "$TMP/keys/enc.pem" --out "$TMP/tokens" \
     --count "$TOKENS" --hs256-count "$HS256_TOKENS"
 REPEATED_TOKEN=$(<"$TMP/tokens/repeated.token")
 CASE_TOKEN[warden-cached]=$REPEATED_TOKEN
 CASE_TOKEN[warden-redis-cached]=$REPEATED_TOKEN
 CASE_TOKEN[warden-minted]=$REPEATED_TOKEN
+REPEATED_JWE=$(<"$TMP/tokens/repeated-jwe.token")
+CASE_TOKEN[warden-jwe-cached]=$REPEATED_JWE
 
 cat >"$TMP/warden.toml" <<EOF
 # Written by benches/load.sh.
@@ -373,6 +381,12 @@ private_key_file = "keys/rs256.pem"
 kid = "bench-es256"
 alg = "ES256"
 private_key_file = "keys/es256.pem"
+
+# Decrypts the nested-JWT cases; its public half is in the JWKS (use: enc).
+[[keys]]
+kid = "bench-enc"
+alg = "ECDH-ES+A256KW"
+private_key_file = "keys/enc.pem"
 
 [issuer]
 iss = "https://issuer.bench.local"
@@ -596,6 +610,8 @@ for alg in hs256 rs256 es256; do
 done
 expect 200 "warden repeated token" "http://127.0.0.1:$PORT_WARDEN/es256" "$REPEATED_TOKEN"
 expect 200 "warden repeated token, upstream token" "http://127.0.0.1:$PORT_WARDEN/minted" "$REPEATED_TOKEN"
+expect 200 "warden encrypted token" "http://127.0.0.1:$PORT_WARDEN/es256" "$(head -n 1 "$TMP/tokens/es256-jwe.tokens")"
+expect 401 "warden encrypted token, tampered" "http://127.0.0.1:$PORT_WARDEN/es256" "$(tamper "$REPEATED_JWE")"
 for id in direct haproxy-plain nginx-plain floor warden-public warden-limited; do
     [[ -n "${CASE_URL[$id]:-}" ]] || continue
     expect 200 "$id" "${CASE_URL[$id]}"
@@ -816,6 +832,16 @@ report() {
         printf '  %-44s %6s x throughput   %+6.2f us CPU/req\n' "warden public + rate limit vs warden public" \
             "$(ratio "$(med warden-limited 3)" "$w_pub")" \
             "$(awk -v a="$(med warden-limited 6)" -v b="$(med warden-public 6)" 'BEGIN { print a - b }')"
+    fi
+    if has_case warden-jwe && has_case warden-es256; then
+        printf '  %-44s %6s x throughput   %6s x CPU/req\n' "warden distinct ES256: encrypted vs signed only" \
+            "$(ratio "$(med warden-jwe 3)" "$(med warden-es256 3)")" \
+            "$(ratio "$(med warden-jwe 6)" "$(med warden-es256 6)")"
+    fi
+    if has_case warden-jwe-cached && has_case warden-cached; then
+        printf '  %-44s %6s x throughput   %6s x CPU/req\n' "warden repeated token: encrypted vs signed only" \
+            "$(ratio "$(med warden-jwe-cached 3)" "$(med warden-cached 3)")" \
+            "$(ratio "$(med warden-jwe-cached 6)" "$(med warden-cached 6)")"
     fi
     if has_case warden-minted && has_case warden-cached; then
         printf '  %-44s %6s x throughput   %6s x CPU/req\n' "warden jwt repeated: upstream token vs none" \

@@ -6,7 +6,11 @@
 //! `aud = "bench-api"`, `exp` two hours from now and a distinct `sub` and
 //! `jti`, and writes them one per line to `OUT/hs256.tokens`,
 //! `OUT/rs256.tokens` and `OUT/es256.tokens`. It also writes one more ES256
-//! token to `OUT/repeated.token`, for the cache-hit case. The key ids are
+//! token to `OUT/repeated.token`, for the cache-hit case. With
+//! `--jwe-key` (an ECDH-ES+A256KW private key, as `warden keygen` writes
+//! one, kid `bench-enc`), it also encrypts each ES256 token and the repeated
+//! one to that key's public half (A256GCM), into `OUT/es256-jwe.tokens` and
+//! `OUT/repeated-jwe.token`: nested JWTs. The key ids are
 //! `bench-hs256`, `bench-rs256` and `bench-es256`: the gateway's `[[keys]]`
 //! must use the same.
 //!
@@ -65,6 +69,10 @@ struct Args {
     /// ES256 tokens [default: --count].
     #[arg(long)]
     es256_count: Option<usize>,
+    /// An ECDH-ES+A256KW private key (PKCS#8 PEM) to also encrypt the ES256
+    /// tokens to (kid `bench-enc`).
+    #[arg(long)]
+    jwe_key: Option<PathBuf>,
     /// Signing threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -140,9 +148,43 @@ fn main() -> ExitCode {
                 eprintln!("mint_tokens: {err}");
                 return ExitCode::from(1);
             }
+            if let Some(key) = &args.jwe_key {
+                let nested = [
+                    ("es256-jwe.tokens", &tokens),
+                    ("repeated-jwe.token", &repeated),
+                ];
+                for (file, signed) in nested {
+                    let encrypted = match encrypt_all(key, signed) {
+                        Ok(encrypted) => encrypted,
+                        Err(err) => {
+                            eprintln!("mint_tokens: {err}");
+                            return ExitCode::from(1);
+                        }
+                    };
+                    let path = args.out.join(file);
+                    if let Err(err) = write_file(&path, encrypted.iter().map(String::as_str)) {
+                        eprintln!("mint_tokens: {err}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `tokens`, each encrypted to the public half of the ECDH-ES+A256KW key
+/// in the PEM file `key`.
+fn encrypt_all(key: &Path, tokens: &[String]) -> Result<Vec<String>, String> {
+    use warden::auth::jwe::{self, DecryptionKey, KeyAlg};
+    let pem = std::fs::read(key).map_err(|err| format!("cannot read {}: {err}", key.display()))?;
+    let private = DecryptionKey::from_private_pem("bench-enc", KeyAlg::EcdhEsA256Kw, &pem)
+        .map_err(|err| format!("{}: {err}", key.display()))?;
+    let public = private.encryption_key().map_err(|err| err.to_string())?;
+    tokens
+        .iter()
+        .map(|token| jwe::encrypt(&public, token.as_bytes()).map_err(|err| err.to_string()))
+        .collect()
 }
 
 /// The warden issuer signing with key `bench-<alg>` read from `source`.
