@@ -15,6 +15,7 @@
 //! lifetime is left, so a hot route signs once per caller and lifetime,
 //! not once per request.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -204,8 +205,19 @@ impl Minter {
         Some(value)
     }
 
-    /// Which caller token a minted one stands for.
+    /// Which caller token a minted one stands for: its issuer's `jti`
+    /// (unique per token, RFC 7519 §4.1.7) with `exp`, or, for a token
+    /// without one, a hash of everything the minted token is made from.
     fn cache_key(&self, principal: &Principal) -> String {
+        if let Some(jti) = &principal.jti {
+            let mut key = String::with_capacity(principal.iss.len() + jti.len() + 24);
+            key.push_str(&principal.iss);
+            key.push('\0');
+            key.push_str(jti);
+            key.push('\0');
+            let _ = write!(key, "{}", principal.exp);
+            return key;
+        }
         let copied: Vec<Option<&Value>> = self
             .settings
             .claims
