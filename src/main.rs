@@ -32,13 +32,39 @@ enum Command {
     /// Print a new random API key and the `key_sha256` line for the config.
     GenApiKey,
     /// Write a new private key (PKCS#8 PEM); for HS algorithms print a random secret.
+    ///
+    /// For an encryption key (RSA-OAEP-256, ECDH-ES, ECDH-ES+A128KW,
+    /// ECDH-ES+A256KW), also print its public half, as a JWK and as SPKI PEM,
+    /// for whoever encrypts to it; for A256KW and dir, print a random secret
+    /// as base64url (the text secret_env and secret_file hold).
     Keygen {
-        /// ES256, ES384, EdDSA, RS256, PS256, ..., or HS256/384/512.
+        /// ES256, ES384, EdDSA, RS256, PS256, ..., HS256/384/512 (signing);
+        /// RSA-OAEP-256, ECDH-ES, ECDH-ES+A128KW, ECDH-ES+A256KW, A256KW or
+        /// dir (encryption).
         #[arg(long)]
         alg: String,
-        /// Where to write the key (never over an existing file).
-        #[arg(long)]
+        /// Where to write the key (never over an existing file). Required
+        /// for key pairs; a secret goes there instead of standard output.
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
+        /// ECDH-ES*: the curve, P-256 (default), P-384 or X25519.
+        #[arg(long)]
+        curve: Option<String>,
+        /// dir: the content encryption the secret is the key of, which fixes
+        /// its length: A128GCM (16 bytes), A256GCM (default, 32),
+        /// A128CBC-HS256 (32) or A256CBC-HS512 (64).
+        #[arg(long)]
+        enc: Option<String>,
+        /// Encryption key pairs: also write the public key to this file
+        /// (never over an existing one), as a JWK if its name ends in .json
+        /// or .jwk, else as SPKI PEM.
+        #[arg(long, value_name = "FILE")]
+        public_out: Option<PathBuf>,
+        /// Encryption key pairs: the kid of the public JWK [default: the
+        /// --out file's name without its extension]. Give its [[keys]] entry
+        /// the same kid.
+        #[arg(long)]
+        kid: Option<String>,
     },
     /// Sign a token offline with the config's signing key.
     Token {
@@ -51,6 +77,12 @@ enum Command {
         /// Lifetime (default issuer.ttl; at most issuer.max_ttl), e.g. "5m".
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Option<std::time::Duration>,
+        /// Then encrypt the signed token (a nested JWT, A256GCM) to the
+        /// [[keys]] entry with this kid: an upstream's public key
+        /// (public_key_file), or one of the gateway's own decryption keys, so
+        /// that the gateway accepts it.
+        #[arg(long, value_name = "KID")]
+        encrypt_to: Option<String>,
     },
     /// Manage the encrypted store of upstream credentials.
     Credentials {
@@ -58,7 +90,8 @@ enum Command {
         action: CredentialsCommand,
     },
     /// Check one compact JWS's signature and print its header and payload
-    /// (exit 0 valid, 1 not).
+    /// (exit 0 valid, 1 not); decrypt an encrypted token (a JWE) first with
+    /// --decrypt-key.
     Verify(VerifyArgs),
 }
 
@@ -132,7 +165,16 @@ struct VerifyArgs {
     /// The key's algorithm (with --key).
     #[arg(long)]
     alg: Option<String>,
-    /// The token.
+    /// For an encrypted TOKEN (a JWE): the key that decrypts it, a private
+    /// key (PEM or JWK) or, for A256KW and dir, a file holding the base64url
+    /// secret. The JWS inside is then checked with --key or --jwks.
+    #[arg(long, value_name = "FILE", requires = "decrypt_alg")]
+    decrypt_key: Option<PathBuf>,
+    /// The decryption key's algorithm (with --decrypt-key): RSA-OAEP-256,
+    /// ECDH-ES, ECDH-ES+A128KW, ECDH-ES+A256KW, A256KW or dir.
+    #[arg(long, value_name = "ALG", requires = "decrypt_key")]
+    decrypt_alg: Option<String>,
+    /// The token: a compact JWS, or a compact JWE holding one.
     token: String,
 }
 
@@ -152,17 +194,38 @@ fn main() -> ExitCode {
             }
             Err(err) => fail(&err),
         },
-        Command::Keygen { alg, out } => match warden::cli::keygen(&alg, out.as_deref()) {
-            Ok(warden::cli::Generated::KeyFile(path)) => {
-                println!("wrote {} (mode 0600)", path.display());
-                ExitCode::SUCCESS
+        Command::Keygen {
+            alg,
+            out,
+            curve,
+            enc,
+            public_out,
+            kid,
+        } => {
+            let options = warden::cli::KeygenOptions {
+                alg: &alg,
+                out: out.as_deref(),
+                curve: curve.as_deref(),
+                enc: enc.as_deref(),
+                public_out: public_out.as_deref(),
+                kid: kid.as_deref(),
+            };
+            match warden::cli::keygen_with(&options) {
+                Ok(warden::cli::Generated::KeyFile(path)) => {
+                    println!("wrote {} (mode 0600)", path.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(warden::cli::Generated::Secret(secret)) => {
+                    println!("{}", &*secret);
+                    ExitCode::SUCCESS
+                }
+                Ok(warden::cli::Generated::KeyPair(pair)) => {
+                    print!("{}", pair.report());
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(&err),
             }
-            Ok(warden::cli::Generated::Secret(secret)) => {
-                println!("{}", &*secret);
-                ExitCode::SUCCESS
-            }
-            Err(err) => fail(&err),
-        },
+        }
         Command::Credentials { action } => {
             let (_, config) = match load(config) {
                 Ok(loaded) => loaded,
@@ -170,12 +233,22 @@ fn main() -> ExitCode {
             };
             credentials(&config, action)
         }
-        Command::Token { sub, scope, ttl } => {
+        Command::Token {
+            sub,
+            scope,
+            ttl,
+            encrypt_to,
+        } => {
             let (_, config) = match load(config) {
                 Ok(loaded) => loaded,
                 Err(code) => return code,
             };
-            match warden::cli::token(&config, &sub, &scope, ttl) {
+            let token =
+                warden::cli::token(&config, &sub, &scope, ttl).and_then(|jws| match &encrypt_to {
+                    Some(kid) => warden::cli::encrypt_token(&config, kid, &jws),
+                    None => Ok(jws),
+                });
+            match token {
                 Ok(token) => {
                     println!("{token}");
                     ExitCode::SUCCESS
@@ -343,7 +416,11 @@ fn verify(args: VerifyArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match warden::cli::verify(&args.token, with) {
+    let decrypt = match (&args.decrypt_key, &args.decrypt_alg) {
+        (Some(key), Some(alg)) => Some(warden::cli::DecryptWith { key, alg }),
+        _ => None,
+    };
+    match warden::cli::verify_decrypting(&args.token, with, decrypt) {
         Ok(report) => {
             print!("{}", report.output);
             if report.valid {

@@ -17,7 +17,11 @@ fn tamper(token: &str, index: usize) -> String {
     let mut segments: Vec<String> = token.split('.').map(str::to_owned).collect();
     let segment = &mut segments[index];
     let middle = segment.len() / 2;
-    let replacement = if &segment[middle..=middle] == "A" { "B" } else { "A" };
+    let replacement = if &segment[middle..=middle] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     segment.replace_range(middle..=middle, replacement);
     segments.join(".")
 }

@@ -94,6 +94,29 @@ pub struct Authenticator {
     cache_miss: IntCounter,
 }
 
+/// Whether `text` has the shape of a compact JWS: three base64url segments
+/// whose first decodes to a JSON object. Claims that happen to hold two dots
+/// (`"iss": "https://a.b.c"`) do not: they are "not signed", not malformed.
+fn looks_like_jws(text: &str) -> bool {
+    use base64::Engine;
+    let mut segments = text.split('.');
+    let (Some(header), Some(_), Some(_), None) = (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) else {
+        return false;
+    };
+    let base64url = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.';
+    text.bytes().all(base64url)
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .is_some_and(|value| value.is_object())
+}
+
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authenticator")
@@ -229,7 +252,7 @@ impl Authenticator {
             .is_none_or(|cty| cty.eq_ignore_ascii_case("JWT"));
         let inner = std::str::from_utf8(&decrypted.plaintext)
             .ok()
-            .filter(|text| cty_ok && text.split('.').count() == 3)
+            .filter(|text| cty_ok && looks_like_jws(text))
             .ok_or(not_signed)?;
         Ok((inner.to_owned(), decrypted.key.kid().to_owned()))
     }
@@ -275,10 +298,18 @@ impl Authenticator {
         // encrypted token costs a hash, not a decryption.
         let verified = if is_compact_jwe(token) {
             let (inner, kid) = self.decrypt(token).map_err(|r| (r, None))?;
-            self.verify_signed(&inner).await.map(|mut principal| {
-                principal.decrypted_with = Some(kid);
+            // The audit names the decryption key whether or not the JWS
+            // inside is then accepted.
+            let mark = |mut principal: Principal| {
+                principal.decrypted_with = Some(kid.clone());
                 principal
-            })
+            };
+            self.verify_signed(&inner)
+                .await
+                .map(mark)
+                .map_err(|(rejection, signed)| {
+                    (rejection, signed.map(|p| Arc::new(mark((*p).clone()))))
+                })
         } else {
             self.verify_signed(token).await
         };
