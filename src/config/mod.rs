@@ -65,6 +65,8 @@ pub struct Config {
     pub decryption_keys: Vec<Arc<crate::auth::jwe::DecryptionKey>>,
     /// `[[keys]]` holding upstreams' public keys, for `encrypt_to`.
     pub encryption_keys: Vec<Arc<crate::auth::jwe::EncryptionKey>>,
+    /// The kids of decryption keys made at start-up (`generate = true`).
+    pub generated_decryption_keys: Vec<String>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteSettings>,
 }

@@ -247,6 +247,12 @@ impl Gateway {
         {
             tracing::warn!("demo credentials: {demo}; remove them before real use");
         }
+        for kid in &config.generated_decryption_keys {
+            tracing::warn!(
+                kid = %kid,
+                "decryption key generated at start-up: tokens encrypted to it stop decrypting when the gateway restarts (demo only)"
+            );
+        }
         for key in config.keys.iter().filter(|k| k.ephemeral) {
             tracing::warn!(
                 kid = %key.kid,

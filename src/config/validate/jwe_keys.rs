@@ -17,6 +17,8 @@ use crate::config::file::KeyFile;
 pub(super) struct JweKeys {
     pub decryption: Vec<Arc<DecryptionKey>>,
     pub encryption: Vec<Arc<EncryptionKey>>,
+    /// The kids of decryption keys made at start-up (`generate = true`).
+    pub generated: Vec<String>,
 }
 
 impl JweKeys {
@@ -76,6 +78,7 @@ pub(super) fn load_jwe_key(
                 .map(|bytes| DecryptionKey::from_secret(kid, alg, &bytes).map(Loaded::Decrypt))
         })
     } else {
+        keys.generated.push(kid.clone());
         Some(generate(kid, alg).map(Loaded::Decrypt))
     };
     match loaded {

@@ -256,6 +256,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         shared_state,
         decryption_keys: jwe.decryption,
         encryption_keys: jwe.encryption,
+        generated_decryption_keys: jwe.generated,
         routes,
     }
 }
