@@ -315,21 +315,32 @@ impl Store {
         };
         let prefix = format!("{store_name}.tmp.");
         let dir = self.dir();
+        let leftovers = || -> Result<Vec<PathBuf>, StoreError> {
+            let mut found = Vec::new();
+            for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+                let entry = entry.map_err(io(&dir))?;
+                let name = entry.file_name();
+                let is_leftover = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .is_some_and(is_simple_uuid);
+                // `file_type` does not follow symlinks: a link is not a leftover.
+                if is_leftover && entry.file_type().is_ok_and(|t| t.is_file()) {
+                    found.push(entry.path());
+                }
+            }
+            Ok(found)
+        };
+        // Looked for without the lock first: a store on a read-only mount
+        // (a Kubernetes Secret) has none, and cannot take the lock file.
+        if leftovers()?.is_empty() {
+            return Ok(0);
+        }
         let _lock = self.lock()?;
         let mut removed = 0;
-        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let entry = entry.map_err(io(&dir))?;
-            let name = entry.file_name();
-            let is_leftover = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(&prefix))
-                .is_some_and(is_simple_uuid);
-            // `file_type` does not follow symlinks: a link is not a leftover.
-            if is_leftover && entry.file_type().is_ok_and(|t| t.is_file()) {
-                let path = entry.path();
-                std::fs::remove_file(&path).map_err(io(&path))?;
-                removed += 1;
-            }
+        for path in leftovers()? {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+            removed += 1;
         }
         Ok(removed)
     }
@@ -505,6 +516,18 @@ mod tests {
             t.join().expect("thread");
         }
         assert_eq!(store.read().expect("read").credentials.len(), 40);
+    }
+
+    #[test]
+    fn without_leftovers_the_lock_is_not_taken() {
+        // A store on a read-only mount cannot create its lock file: the
+        // start-up clean-up must not need it when there is nothing to do.
+        let (dir, store) = temp_store();
+        store.create().expect("create");
+        let lock = dir.path.join("creds.store.lock");
+        let _ = std::fs::remove_file(&lock);
+        assert_eq!(store.remove_leftovers().expect("nothing to remove"), 0);
+        assert!(!lock.exists(), "the lock file was created");
     }
 
     #[test]
