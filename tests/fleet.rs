@@ -429,8 +429,7 @@ async fn a_rate_limit_holds_for_the_fleet() {
 
 #[tokio::test]
 async fn redis_down_is_degraded_not_dead_and_recovers_without_a_restart() {
-    let (mut fleet, _upstream) =
-        fleet(10, r#"{ requests = 100, per = "1h", key = "route" }"#).await;
+    let (mut fleet, upstream) = fleet(10, r#"{ requests = 100, per = "1h", key = "route" }"#).await;
     let revoked_before = fleet.token("erin", "jti-revoked-before-outage");
     assert_eq!(
         revoke(&fleet.a, &revoked_before).await.status,
@@ -494,6 +493,19 @@ async fn redis_down_is_degraded_not_dead_and_recovers_without_a_restart() {
     for token in &during {
         until_refused(&fleet.b, token, Duration::from_secs(3)).await;
     }
+    // Redis came back empty; the replicas wrote back what they held, so a
+    // replica started now still refuses the token revoked before the outage.
+    let toml = replica_config(
+        &fleet.key,
+        &fleet._key_file,
+        &upstream.url(),
+        10,
+        r#"{ requests = 100, per = "1h", key = "route" }"#,
+    );
+    let url = fleet.redis.url();
+    let late = spawn_warden_with_env(&toml, &[("FLEET_REDIS_URL", url.as_str())]).await;
+    scrape_until(late.admin, &["warden_shared_state_up 1"]).await;
+    until_refused(&late, &revoked_before, Duration::from_secs(2)).await;
 
     // One warning per outage per replica, and the password in no line.
     for replica in [&mut fleet.a, &mut fleet.b] {

@@ -101,6 +101,20 @@ impl InMemoryState {
         self.revoked.insert(key, until);
     }
 
+    /// How many revocations are held (a moment ago).
+    pub fn revocation_count(&self) -> usize {
+        self.revoked.run_pending_tasks();
+        usize::try_from(self.revoked.entry_count()).unwrap_or(usize::MAX)
+    }
+
+    /// Every revocation held, as `iss\0jti` and the time it holds until.
+    pub fn revocations(&self) -> Vec<(String, i64)> {
+        self.revoked
+            .iter()
+            .map(|(key, until)| ((*key).clone(), until))
+            .collect()
+    }
+
     /// Whether `jti` of `iss` is revoked.
     pub fn is_revoked(&self, iss: &str, jti: &str) -> bool {
         self.any_revoked.load(Ordering::Acquire)

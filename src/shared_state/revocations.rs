@@ -8,6 +8,10 @@
 //! resynchronisation every [`RESYNC_EVERY`] and whenever an outage ends.
 //! Entries expire with their token, as in memory.
 //!
+//! When Redis holds fewer revocations than the mirror (it lost its data),
+//! the mirror writes the missing ones back, so replicas started later still
+//! refuse those tokens.
+//!
 //! A revocation that cannot be stored in Redis is answered 503 (never
 //! reported as done), refused here at once, and kept as pending: the task
 //! stores it in Redis once Redis answers again, so the fleet learns it
@@ -122,9 +126,39 @@ async fn resync(redis: &Redis, local: &InMemoryState, pending: &Pending) -> bool
             }
             tracing::debug!(revocations = all.len(), "revocations resynchronised");
             flush(redis, pending).await;
+            // Redis holds fewer than this replica: it lost data (restarted
+            // without persistence, or failed over). What this replica still
+            // holds goes back, so replicas started later learn it too.
+            if local.revocation_count() > all.len() {
+                write_back(redis, local, &all).await;
+            }
             true
         }
         Err(_) => false,
+    }
+}
+
+/// Stores in Redis the revocations `local` holds that `stored` lacks.
+async fn write_back(redis: &Redis, local: &InMemoryState, stored: &[(String, i64)]) {
+    let known: std::collections::HashSet<&str> =
+        stored.iter().map(|(member, _)| member.as_str()).collect();
+    let now = crate::clock::unix_now();
+    let missing: Vec<(String, i64)> = local
+        .revocations()
+        .into_iter()
+        .filter(|(member, until)| *until > now && !known.contains(member.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        revocations = missing.len(),
+        "the shared state lacked revocations this replica holds (Redis lost data?); writing them back"
+    );
+    for (member, until) in missing {
+        if redis.revoke(&member, until).await.is_err() {
+            return;
+        }
     }
 }
 
