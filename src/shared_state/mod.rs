@@ -125,7 +125,6 @@ pub enum StartError {
 pub struct SharedState {
     auth: Arc<dyn AuthState>,
     redis: Option<Arc<Redis>>,
-    health: Health,
 }
 
 impl fmt::Debug for SharedState {
@@ -151,7 +150,7 @@ impl SharedState {
             Backend::Redis { url_env } => {
                 let url =
                     std::env::var(url_env).map_err(|_| StartError::MissingUrl(url_env.clone()))?;
-                let redis = Redis::connect(&url, settings, health.clone())
+                let redis = Redis::connect(&url, settings, health)
                     .map_err(|err| StartError::BadUrl(url_env.clone(), err.category()))?;
                 let redis = Arc::new(redis);
                 let (auth, task) = revocations::RedisAuthState::start(redis.clone());
@@ -159,21 +158,16 @@ impl SharedState {
                 Ok(Self {
                     auth: Arc::new(auth),
                     redis: Some(redis),
-                    health,
                 })
             }
         }
     }
 
     /// This process's memory only, with `auth` as the auth state (a test's,
-    /// or the default).
+    /// or the default); `health` reports it up (memory always is).
     pub fn in_memory(auth: Arc<dyn AuthState>, health: Health) -> Self {
         health.set_up();
-        Self {
-            auth,
-            redis: None,
-            health,
-        }
+        Self { auth, redis: None }
     }
 
     /// Revocations and login counters.
@@ -198,11 +192,6 @@ impl SharedState {
             }),
         }
     }
-
-    /// Whether the backend is reachable now (memory always is).
-    pub fn is_up(&self) -> bool {
-        self.health.is_up()
-    }
 }
 
 /// The counters of one route's rate limit: fleet-wide in Redis when the
@@ -215,11 +204,6 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// The policy it counts by.
-    pub fn policy(&self) -> &Policy {
-        self.local.policy()
-    }
-
     /// Whether the backend must be asked over the network (so the decision
     /// is a future worth awaiting).
     pub fn is_remote(&self) -> bool {
