@@ -44,6 +44,7 @@ pub mod shared_state;
 pub mod auth;
 pub mod credentials;
 pub mod http_client;
+pub mod oauth_connections;
 pub mod proxy;
 pub mod rate_limit;
 pub mod routes;

@@ -89,6 +89,11 @@ enum Command {
         #[command(subcommand)]
         action: CredentialsCommand,
     },
+    /// List or remove users' OAuth connections (never shows a token).
+    Connections {
+        #[command(subcommand)]
+        action: ConnectionsCommand,
+    },
     /// Check one compact JWS's signature and print its header and payload
     /// (exit 0 valid, 1 not); decrypt an encrypted token (a JWE) first with
     /// --decrypt-key.
@@ -151,6 +156,19 @@ enum CredentialsCommand {
     },
     /// Re-encrypt the store under a new master key and print it (once).
     RotateMasterKey,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConnectionsCommand {
+    /// List the connections: name, subject, issuer, times; never a token.
+    List,
+    /// Remove a subject's connection (the user must connect again).
+    Remove {
+        /// The [[oauth_connections]] name.
+        name: String,
+        /// The subject (`sub` of the user's token).
+        sub: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -232,6 +250,26 @@ fn main() -> ExitCode {
                 Err(code) => return code,
             };
             credentials(&config, action)
+        }
+        Command::Connections { action } => {
+            let (_, config) = match load(config) {
+                Ok(loaded) => loaded,
+                Err(code) => return code,
+            };
+            let result = match action {
+                ConnectionsCommand::List => warden::cli::connections_list(&config),
+                ConnectionsCommand::Remove { name, sub } => {
+                    warden::cli::connections_remove(&config, &name, &sub)
+                        .map(|n| format!("removed {n} record(s) of {sub:?} at {name}\n"))
+                }
+            };
+            match result {
+                Ok(output) => {
+                    print!("{output}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => fail(&err),
+            }
         }
         Command::Token {
             sub,

@@ -51,6 +51,8 @@ pub struct MetricFamilies {
     pub audit_dropped: prometheus::IntCounter,
     /// `warden_credential_refresh_total{credential,result}`.
     pub credential_refresh: IntCounterVec,
+    /// `warden_connection_refresh_total{connection,result}`.
+    pub connection_refresh: IntCounterVec,
     /// `warden_upstream_up{route,target}`.
     pub upstream_up: prometheus::IntGaugeVec,
     /// `warden_config_reloads_total{result}`.
@@ -139,6 +141,14 @@ impl Metrics {
             &["credential", "result"],
         )?;
         registry.register(Box::new(credential_refresh.clone()))?;
+        let connection_refresh = IntCounterVec::new(
+            Opts::new(
+                "warden_connection_refresh_total",
+                "Refreshes of users' OAuth connection tokens, by connection and result (ok/refused/error).",
+            ),
+            &["connection", "result"],
+        )?;
+        registry.register(Box::new(connection_refresh.clone()))?;
         let upstream_up = prometheus::IntGaugeVec::new(
             Opts::new(
                 "warden_upstream_up",
@@ -211,6 +221,7 @@ impl Metrics {
             login_failures,
             audit_dropped,
             credential_refresh,
+            connection_refresh,
             upstream_up,
             config_reloads,
             shared_state_up,

@@ -34,12 +34,21 @@ fn hex_digit(b: u8) -> Option<u8> {
 /// A form or query component decoded: `%XX` escapes and `+` as a space. A
 /// `%` not followed by two hex digits is kept as it is.
 pub fn form_decode(text: &str) -> Vec<u8> {
+    decode_with(text, true)
+}
+
+/// A path segment decoded: `%XX` escapes only (`+` stays `+`).
+pub fn path_decode(text: &str) -> Vec<u8> {
+    decode_with(text, false)
+}
+
+fn decode_with(text: &str, plus_is_space: bool) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'+' => out.push(b' '),
+            b'+' if plus_is_space => out.push(b' '),
             b'%' => {
                 let escape = bytes
                     .get(i + 1)

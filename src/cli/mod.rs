@@ -3,8 +3,11 @@
 //! Each returns its output as a value, and `main.rs` prints it, so tests can
 //! run the commands without a process.
 
+mod connections;
 mod keygen;
 mod verify;
+
+pub use connections::{connections_list, connections_remove};
 
 pub use keygen::{Generated, KeyPair, KeygenOptions, PublicForm, keygen, keygen_with};
 pub use verify::{DecryptWith, VerifyReport, VerifyWith, verify, verify_decrypting};
@@ -112,6 +115,12 @@ pub enum CliError {
     /// The credential store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The connection vault failed.
+    #[error("connection vault: {0}")]
+    Vault(String),
+    /// No record to remove.
+    #[error("connection {0:?} has no record for subject {1:?}")]
+    NoSuchConnection(String, String),
     /// Not a credential name.
     #[error("{0:?} is not a credential name (1-64 of letters, digits, '-', '_', '.')")]
     CredentialName(String),
@@ -302,7 +311,15 @@ pub fn credentials_remove(config: &crate::Config, name: &str) -> Result<(), CliE
 pub fn credentials_rotate(config: &crate::Config) -> Result<zeroize::Zeroizing<String>, CliError> {
     use crate::credentials::store::MasterKey;
     let store = credential_store(config)?;
+    let old = config
+        .credentials
+        .as_ref()
+        .map(|c| MasterKey::load(&c.master_key))
+        .ok_or(CliError::NotConfigured("[credentials] section"))??;
     let key = MasterKey::generate()?;
-    store.rotate(key.clone())?;
+    // The users' connection records are sealed under the same key.
+    connections::reseal_then(config, &old, &key, || {
+        store.rotate(key.clone()).map(drop).map_err(CliError::from)
+    })?;
     Ok(key.to_base64())
 }

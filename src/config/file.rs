@@ -109,12 +109,32 @@ pub(crate) struct RouteFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct InjectFile {
-    pub credential: String,
+    pub credential: Option<String>,
+    pub connection: Option<String>,
     pub header: Option<String>,
     pub query: Option<String>,
     #[serde(default)]
     pub path: bool,
     pub body: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OauthConnectionFile {
+    pub name: String,
+    pub authorize_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret_env: Option<String>,
+    pub client_secret_file: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub redirect_url: String,
+    #[serde(default)]
+    pub authorize_params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub token_params: BTreeMap<String, String>,
+    pub token_endpoint_auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -58,6 +58,8 @@ pub struct Config {
     pub audit: AuditSettings,
     /// `[credentials]`, when upstream credentials are stored.
     pub credentials: Option<CredentialsSettings>,
+    /// `[[oauth_connections]]`: the providers of users' own tokens.
+    pub oauth_connections: Vec<crate::oauth_connections::OauthConnectionSettings>,
     /// `[shared_state]`: where revocations, login counters and rate-limit
     /// counters live.
     pub shared_state: crate::shared_state::SharedStateSettings,

@@ -87,13 +87,16 @@ pub struct InjectCredential {
 }
 
 /// Why a request could not get its credential.
-enum InjectionFailure {
+pub(crate) enum InjectionFailure {
     Unavailable(&'static str),
     BadBody(&'static str),
     TooLarge,
 }
 
-fn failure_response(failure: InjectionFailure, key: Option<&ExecutionKey>) -> Response<Body> {
+pub(crate) fn failure_response(
+    failure: InjectionFailure,
+    key: Option<&ExecutionKey>,
+) -> Response<Body> {
     match failure {
         InjectionFailure::Unavailable(why) => json_error(
             StatusCode::BAD_GATEWAY,
@@ -164,8 +167,9 @@ fn replace_query(query: Option<&str>, name: &str, value: &str) -> String {
     pairs.join("&")
 }
 
-/// Writes `value` at `location` in `request`.
-async fn apply(
+/// Writes `value` at `location` in `request` (the client's
+/// `Authorization` goes in every case).
+pub(crate) async fn apply(
     request: Request<Body>,
     location: &Location,
     value: &SecretString,
@@ -257,13 +261,14 @@ async fn apply(
 }
 
 /// A copy of a request that can be sent again.
-struct Replay {
+pub(crate) struct Replay {
     parts: http::request::Parts,
     body: Bytes,
 }
 
 impl Replay {
-    fn request(&self) -> Request<Body> {
+    /// The request, once more.
+    pub(crate) fn request(&self) -> Request<Body> {
         let mut request = Request::new(body::full(self.body.clone()));
         *request.method_mut() = self.parts.method.clone();
         *request.uri_mut() = self.parts.uri.clone();
@@ -275,7 +280,7 @@ impl Replay {
 }
 
 /// Keeps a replayable copy when the body is empty or small and known.
-async fn replayable(request: Request<Body>) -> (Request<Body>, Option<Replay>) {
+pub(crate) async fn replayable(request: Request<Body>) -> (Request<Body>, Option<Replay>) {
     use http_body::Body as _;
     let declared = request
         .headers()

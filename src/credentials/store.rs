@@ -99,6 +99,24 @@ impl MasterKey {
         }
     }
 
+    /// A key for another use of the master key, derived with HKDF-SHA256
+    /// under `info` (so no two uses ever share key bytes).
+    pub fn derive(&self, info: &'static [u8]) -> Result<Zeroizing<[u8; 32]>, StoreError> {
+        use aws_lc_rs::hkdf::{HKDF_SHA256, KeyType, Salt};
+        struct Len32;
+        impl KeyType for Len32 {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk = Salt::new(HKDF_SHA256, b"warden master key").extract(self.0.as_ref());
+        let mut out = Zeroizing::new([0u8; 32]);
+        prk.expand(&[info], Len32)
+            .and_then(|okm| okm.fill(out.as_mut()))
+            .map_err(|_| StoreError::Random)?;
+        Ok(out)
+    }
+
     fn aead(&self) -> Result<RandomizedNonceKey, StoreError> {
         RandomizedNonceKey::new(&AES_256_GCM_SIV, self.0.as_ref()).map_err(|_| StoreError::Random)
     }

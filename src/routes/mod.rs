@@ -49,6 +49,8 @@ pub struct RouteSettings {
     pub forward: crate::auth::forward::ForwardSettings,
     /// The upstream credential injected, if any.
     pub inject: Option<crate::credentials::inject::InjectSettings>,
+    /// The calling user's token at an OAuth connection, if injected.
+    pub inject_connection: Option<crate::oauth_connections::inject::InjectConnectionSettings>,
     /// The token minted for the upstream, if any.
     pub upstream_token: Option<crate::auth::upstream_token::UpstreamTokenSettings>,
     /// The route's rate limit, if any.

@@ -33,6 +33,10 @@ enum Action {
     PutCredential(String),
     /// `DELETE /admin/credentials/{name}`.
     DeleteCredential(String),
+    /// `GET /admin/connections`.
+    ListConnections,
+    /// `DELETE /admin/connections/{name}/{sub}` (`sub` percent-encoded).
+    DeleteConnection(String, String),
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
@@ -66,6 +70,20 @@ impl Action {
             "/admin/reload" => Err(Some("POST")),
             "/admin/credentials" if method == Method::GET => Ok(Action::ListCredentials),
             "/admin/credentials" => Err(Some("GET")),
+            "/admin/connections" if method == Method::GET => Ok(Action::ListConnections),
+            "/admin/connections" => Err(Some("GET")),
+            _ if path.starts_with("/admin/connections/") => {
+                let rest = &path["/admin/connections/".len()..];
+                let (name, sub) = rest.split_once('/').ok_or(None)?;
+                let sub = String::from_utf8(crate::percent::path_decode(sub)).map_err(|_| None)?;
+                if name.is_empty() || sub.is_empty() {
+                    return Err(None);
+                }
+                match *method {
+                    Method::DELETE => Ok(Action::DeleteConnection(name.to_owned(), sub)),
+                    _ => Err(Some("DELETE")),
+                }
+            }
             _ => match path.strip_prefix("/admin/credentials/") {
                 Some(name) if is_credential_name(name) => match *method {
                     Method::PUT => Ok(Action::PutCredential(name.to_owned())),
@@ -84,6 +102,7 @@ impl Action {
             Action::ListCredentials | Action::PutCredential(_) | Action::DeleteCredential(_) => {
                 "warden-admin-credentials"
             }
+            Action::ListConnections | Action::DeleteConnection(..) => "warden-admin-connections",
         }
     }
 }
@@ -163,6 +182,65 @@ impl Admin {
         json_response(
             StatusCode::OK,
             &serde_json::json!({ "credentials": list, "execution_key": key.as_str() }),
+        )
+    }
+
+    async fn list_connections(auth: &AdminAuth, key: &ExecutionKey) -> Response<Body> {
+        let list = match &auth.connections {
+            Some(connections) => match connections.summaries().await {
+                Ok(list) => list,
+                Err(err) => return Self::vault_failed(&err, key),
+            },
+            None => Vec::new(),
+        };
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "connections": list, "execution_key": key.as_str() }),
+        )
+    }
+
+    async fn delete_connection(
+        auth: &AdminAuth,
+        name: &str,
+        sub: &str,
+        key: &ExecutionKey,
+    ) -> Response<Body> {
+        let Some(connections) = auth.connections.as_ref().filter(|c| c.get(name).is_some()) else {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such connection",
+                Some(key),
+            );
+        };
+        match connections
+            .remove_subject(name, sub, "admin", Some(key))
+            .await
+        {
+            Ok(0) => json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the subject has no record at this connection",
+                Some(key),
+            ),
+            Ok(removed) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "connection": name, "removed": removed, "execution_key": key.as_str() }),
+            ),
+            Err(err) => Self::vault_failed(&err, key),
+        }
+    }
+
+    fn vault_failed(
+        err: &crate::oauth_connections::vault::VaultError,
+        key: &ExecutionKey,
+    ) -> Response<Body> {
+        tracing::error!(error = %err, "the connection vault cannot be used");
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "connection_store_unavailable",
+            "the connection store cannot be read",
+            Some(key),
         )
     }
 
@@ -353,6 +431,10 @@ impl Admin {
                         }
                         Action::DeleteCredential(name) => {
                             Self::delete_credential(&auth, name, &principal, &key)
+                        }
+                        Action::ListConnections => Self::list_connections(&auth, &key).await,
+                        Action::DeleteConnection(name, sub) => {
+                            Self::delete_connection(&auth, name, sub, &key).await
                         }
                     };
                     (response, Some(principal), None)

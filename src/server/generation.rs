@@ -63,6 +63,8 @@ pub struct Persistent {
     issuers: Mutex<HashMap<String, HeldIssuer>>,
     /// Upstream clients by connection settings (and connect timeout).
     clients: Mutex<HashMap<(ConnectionSettings, std::time::Duration), UpstreamClient>>,
+    /// The OAuth connections' vault and users' tokens in use.
+    connections: crate::oauth_connections::lasting::LastingConnections,
 }
 
 impl std::fmt::Debug for Persistent {
@@ -183,6 +185,7 @@ impl Persistent {
             audit,
             issuers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
+            connections: Default::default(),
         }
     }
 
@@ -362,6 +365,22 @@ impl Persistent {
                 );
             }
         }
+        let connections = self
+            .connections
+            .build(
+                &config.oauth_connections,
+                config.credentials.as_ref(),
+                &self.shared,
+                self.audit.clone(),
+                self.metrics.connection_refresh.clone(),
+            )
+            .map_err(StartError::Connections)?;
+        if connections.is_none() && config.routes.iter().any(|r| r.inject_connection.is_some()) {
+            // The config check refuses this; never proxy without the token.
+            return Err(StartError::Internal(
+                "a route injects a connection, but no connections are set up",
+            ));
+        }
         let mut clients = HashMap::new();
         for route in &config.routes {
             if !clients.contains_key(&route.connection) {
@@ -378,6 +397,7 @@ impl Persistent {
             audit: self.audit.clone(),
             endpoints,
             credentials: credentials.clone(),
+            connections: connections.clone(),
             rate_limiters: self.rate_limiters(config)?,
             token_issuer: signing_issuer(config).map(Arc::new),
         };
@@ -396,6 +416,7 @@ impl Persistent {
                 on_failure: config.audit.on_failure,
                 own_iss: config.issuer.as_ref().map(|i| i.iss.clone()),
                 credentials,
+                connections,
             },
             tls,
             tasks: built.tasks,

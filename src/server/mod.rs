@@ -144,6 +144,9 @@ pub enum StartError {
     /// The credential store could not be opened.
     #[error("credential store: {0}")]
     Credentials(crate::credentials::store::StoreError),
+    /// The OAuth connections could not be set up.
+    #[error("oauth connections: {0}")]
+    Connections(crate::oauth_connections::SetupError),
     /// The audit log file could not be opened.
     #[error("cannot open the audit log: {0}")]
     Audit(std::io::Error),

@@ -30,6 +30,8 @@ pub struct AdminAuth {
     pub own_iss: Option<String>,
     /// The upstream credentials the admin API manages.
     pub credentials: Arc<Credentials>,
+    /// The users' OAuth connections the admin API lists, when configured.
+    pub connections: Option<Arc<crate::oauth_connections::OauthConnections>>,
 }
 
 /// The scope an operator's token needs for `/admin/*`.

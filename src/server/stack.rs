@@ -32,6 +32,9 @@ use crate::credentials::inject::InjectCredentialLayer;
 use crate::error::{CatchPanicLayer, ErrorCode, GatewayError};
 use crate::execution_key::{ExecutionKey, ExecutionKeyLayer};
 use crate::metrics::Metrics;
+use crate::oauth_connections::OauthConnections;
+use crate::oauth_connections::endpoints::{Endpoint as ConnectionEndpoint, EndpointService};
+use crate::oauth_connections::inject::InjectConnectionLayer;
 use crate::proxy::health::Targets;
 use crate::proxy::{ConnectionSettings, ForwardHeadersLayer, Proxy, Upstream, UpstreamClient};
 use crate::rate_limit::RateLimitLayer;
@@ -54,6 +57,8 @@ pub struct Components {
     pub endpoints: Endpoints,
     /// Upstream credentials.
     pub credentials: Arc<Credentials>,
+    /// The users' OAuth connections, when configured.
+    pub connections: Option<Arc<OauthConnections>>,
     /// The rate-limit counters of each limited route, by route name.
     pub rate_limiters: HashMap<String, RateLimiter>,
     /// Signs the tokens minted for upstreams (`issuer.signing_kid`).
@@ -127,7 +132,7 @@ fn dispatcher(
         name: name.into(),
         metrics: parts.metrics.for_route(name),
     };
-    let builtin = parts
+    let mut builtin: Vec<(String, RouteEntry<RouteService>)> = parts
         .endpoints
         .paths()
         .into_iter()
@@ -150,6 +155,7 @@ fn dispatcher(
             (path, entry)
         })
         .collect();
+    builtin.extend(connection_endpoints(config, parts));
     let claim_headers = claim_headers(config);
     let routes = config
         .routes
@@ -163,6 +169,53 @@ fn dispatcher(
         })
         .collect();
     Dispatcher::new(routes, builtin)
+}
+
+/// `/oauth/{name}/connect`, `…/callback` and `…/connection` of every
+/// connection: the callback is public (the provider sends the browser
+/// there), the others need the user's token, audited as any token use.
+fn connection_endpoints(
+    config: &Config,
+    parts: &Components,
+) -> Vec<(String, RouteEntry<RouteService>)> {
+    let Some(connections) = &parts.connections else {
+        return Vec::new();
+    };
+    let deadline = RequestDeadlineLayer::new(config.server.request_timeout);
+    let mut entries = Vec::new();
+    for name in connections.names() {
+        for endpoint in ConnectionEndpoint::ALL {
+            let label = endpoint.route_name();
+            let auth = endpoint.needs_token().then(|| {
+                ServiceBuilder::new()
+                    .layer(TokenUseLayer::for_endpoint(
+                        label,
+                        parts.audit.clone(),
+                        config.audit.on_failure,
+                    ))
+                    .layer(JwtAuthLayer::new(
+                        parts.authenticator.clone(),
+                        crate::auth::RouteAuthz::default(),
+                    ))
+                    .layer_fn(BoxCloneSyncService::new)
+            });
+            let service = ServiceBuilder::new()
+                .layer(deadline)
+                .layer_fn(BoxCloneSyncService::new)
+                .option_layer(auth)
+                .layer_fn(BoxCloneSyncService::new)
+                .service(EndpointService::new(connections.clone(), name, endpoint));
+            let entry = RouteEntry {
+                observed: MatchedRoute {
+                    name: label.into(),
+                    metrics: parts.metrics.for_route(label),
+                },
+                service,
+            };
+            entries.push((endpoint.path(name), entry));
+        }
+    }
+    entries
 }
 
 /// Every header any route fills from claims: no client may send one, on any route.
@@ -265,6 +318,18 @@ fn route_stack(
             ))
             .layer_fn(BoxCloneSyncService::new)
     });
+    let inject_connection = route.inject_connection.as_ref().and_then(|inject| {
+        let connections = parts.connections.clone()?;
+        Some(
+            ServiceBuilder::new()
+                .layer(InjectConnectionLayer::new(
+                    inject.clone(),
+                    connections,
+                    config.server.max_body_bytes,
+                ))
+                .layer_fn(BoxCloneSyncService::new),
+        )
+    });
     ServiceBuilder::new()
         // Outermost: bounds everything the request waits for once routed.
         .layer(RequestDeadlineLayer::new(config.server.request_timeout))
@@ -297,6 +362,9 @@ fn route_stack(
         // Innermost, after the header policy: nothing after it can remove
         // the credential, and nothing before it sees it.
         .option_layer(inject)
+        // Or the calling user's own token at an OAuth connection, in the
+        // same place and for the same reason.
+        .option_layer(inject_connection)
         .service(upstream(route, parts, background))
 }
 

@@ -20,6 +20,7 @@
 pub mod gcra;
 pub mod health;
 mod memory;
+pub mod records;
 pub mod redis;
 mod revocations;
 
@@ -33,6 +34,7 @@ pub use memory::{FAILURE_WINDOW, InMemoryState};
 
 use self::gcra::{Decision, LocalBuckets, Policy};
 use self::health::Health;
+use self::records::Records;
 use self::redis::{Redis, RedisError};
 use crate::metrics::Metrics;
 
@@ -173,6 +175,28 @@ impl SharedState {
     /// Revocations and login counters.
     pub fn auth(&self) -> Arc<dyn AuthState> {
         self.auth.clone()
+    }
+
+    /// The records of `table` in Redis, when the backend is Redis.
+    pub fn records(&self, table: &str) -> Option<Records> {
+        self.redis.clone().map(|redis| Records::new(redis, table))
+    }
+
+    /// The records of `table` in the Redis `settings` name, for a command
+    /// that runs without the gateway (no mirror task, no metrics).
+    pub fn records_for_tool(
+        settings: &SharedStateSettings,
+        table: &str,
+    ) -> Result<Option<Records>, StartError> {
+        let Backend::Redis { url_env } = &settings.backend else {
+            return Ok(None);
+        };
+        let url = std::env::var(url_env).map_err(|_| StartError::MissingUrl(url_env.clone()))?;
+        let metrics = Metrics::new(prometheus::Registry::new())
+            .map_err(|_| StartError::BadUrl(url_env.clone(), "metrics could not be set up"))?;
+        let redis = Redis::connect(&url, settings, Health::new(&metrics))
+            .map_err(|err| StartError::BadUrl(url_env.clone(), err.category()))?;
+        Ok(Some(Records::new(Arc::new(redis), table)))
     }
 
     /// A rate-limit counter for one route's policy, on this backend.

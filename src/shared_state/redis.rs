@@ -197,6 +197,17 @@ impl Redis {
         result
     }
 
+    /// Runs one command within the timeout, reporting to health.
+    pub(super) async fn query<T: ::redis::FromRedisValue>(
+        &self,
+        operation: &'static str,
+        command: ::redis::Cmd,
+    ) -> Result<T, RedisError> {
+        let mut connection = self.manager.clone();
+        let reply = command.query_async::<T>(&mut connection);
+        self.run(operation, reply).await
+    }
+
     /// Stores a revocation of `member` (`iss\0jti`) until `until` and
     /// publishes it.
     pub async fn revoke(&self, member: &str, until: i64) -> Result<(), RedisError> {

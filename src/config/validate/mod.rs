@@ -30,6 +30,7 @@ mod auth;
 mod credentials;
 mod jwe_keys;
 mod login;
+mod oauth_connections;
 mod report;
 mod routes;
 mod server;
@@ -44,8 +45,8 @@ use toml::de::{DeTable, DeValue};
 
 use self::report::{KeyPath, Report};
 use super::file::{
-    AuditFile, CredentialsFile, IssuerFile, KeyFile, LogFile, LoginFile, RouteFile, ServerFile,
-    SharedStateFile, TrustedIssuerFile, ValidationFile,
+    AuditFile, CredentialsFile, IssuerFile, KeyFile, LogFile, LoginFile, OauthConnectionFile,
+    RouteFile, ServerFile, SharedStateFile, TrustedIssuerFile, ValidationFile,
 };
 use super::{Config, ConfigError};
 use crate::auth::login::{JWKS_PATH, LoginSettings};
@@ -63,6 +64,7 @@ struct Sections {
     login: Option<LoginFile>,
     audit: AuditFile,
     credentials: Option<CredentialsFile>,
+    oauth_connections: Vec<(usize, OauthConnectionFile)>,
     shared_state: SharedStateFile,
     routes: Vec<(usize, RouteFile)>,
 }
@@ -89,7 +91,7 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     report.finish(config)
 }
 
-const SECTIONS: &str = "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, shared_state, routes";
+const SECTIONS: &str = "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, oauth_connections, shared_state, routes";
 
 /// Deserializes every element of an array of tables (`[[name]]`).
 fn array_section<'a, T: DeserializeOwned>(
@@ -137,6 +139,9 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
             "keys" => sections.keys = array_section(report, "keys", value),
             "trusted_issuers" => {
                 sections.trusted_issuers = array_section(report, "trusted_issuers", value);
+            }
+            "oauth_connections" => {
+                sections.oauth_connections = array_section(report, "oauth_connections", value);
             }
             "credentials" => {
                 let path = KeyPath::default().key("credentials");
@@ -211,6 +216,31 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
             "add [credentials] with store and master_key_env (or master_key_file)",
         );
     }
+    let oauth_connections =
+        oauth_connections::build_oauth_connections(report, sections.oauth_connections);
+    if credentials.is_none() && !oauth_connections.is_empty() {
+        report.problem(
+            &KeyPath::default().key("oauth_connections"),
+            "users' tokens are sealed under the credential store's master key, but [credentials] is not configured",
+            "add [credentials] with store and master_key_env (or master_key_file); the connections live beside the store",
+        );
+    }
+    for (route, path) in routes.iter().zip(&route_paths) {
+        if let Some(inject) = &route.inject_connection
+            && !oauth_connections
+                .iter()
+                .any(|c| c.name == inject.connection)
+        {
+            report.problem(
+                &path.key("inject").key("connection"),
+                format!(
+                    "no [[oauth_connections]] entry is named {:?}",
+                    inject.connection
+                ),
+                "add the connection, or correct the name",
+            );
+        }
+    }
     check_reserved_paths(report, &routes, &route_paths, login.as_ref());
     check_encrypt_to(report, &routes, &route_paths, &jwe);
     let can_sign = issuer.as_ref().is_some_and(|i| i.signing_kid.is_some());
@@ -253,6 +283,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
         login,
         audit,
         credentials,
+        oauth_connections,
         shared_state,
         decryption_keys: jwe.decryption,
         encryption_keys: jwe.encryption,

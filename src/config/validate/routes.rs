@@ -13,7 +13,7 @@
 
 use http::{Method, Uri};
 
-use super::credentials::{CREDENTIAL_PLACEHOLDER, build_inject};
+use super::credentials::{CREDENTIAL_PLACEHOLDER, Injected, build_inject};
 use super::report::{KeyPath, Report, check_scopes, duration, is_path_byte};
 use super::shared_state::build_rate_limit;
 use super::upstream_token::build_upstream_token;
@@ -98,10 +98,22 @@ fn build_route(
     let forward = build_forward(report, path, &file);
     let connection = build_connection(report, path, &file);
     let health = build_health(report, path, &file);
-    let inject = file
+    let (inject, inject_connection) = match file
         .inject
         .as_ref()
-        .and_then(|inject| build_inject(report, &path.key("inject"), inject));
+        .and_then(|inject| build_inject(report, &path.key("inject"), inject))
+    {
+        Some(Injected::Credential(credential)) => (Some(credential), None),
+        Some(Injected::Connection(connection)) => (None, Some(connection)),
+        None => (None, None),
+    };
+    if inject_connection.is_some() && auth != AuthMode::Jwt {
+        report.problem(
+            &path.key("inject").key("connection"),
+            "injects the calling user's token, but the route is public: there is no user",
+            "set auth = \"jwt\" on this route, or inject a service credential",
+        );
+    }
     check_credential_placeholder(report, path, &file, inject.is_some());
     let upstream_token = file.upstream_token.as_ref().and_then(|minted| {
         build_upstream_token(
@@ -146,6 +158,7 @@ fn build_route(
         authz,
         forward,
         inject,
+        inject_connection,
         rate_limit,
         upstream_token,
         connection,
