@@ -7,8 +7,13 @@
 //! - `stack/public`: a route with `auth = "none"`;
 //! - `stack/jwt_cached`: a jwt route and one HS256 token, repeated (served by
 //!   the verified-token cache);
+//! - `stack/jwt_credential`: the jwt route with a service credential (a
+//!   bearer token from the encrypted store) injected;
+//! - `stack/jwt_connection`: the jwt route with the caller's own OAuth
+//!   connection token injected (a record in the embedded vault, served from
+//!   the per-user token cache): what SPEC §13 costs against a credential;
 //! - `stack/upstream_only`: the same upstream through a bare hyper client,
-//!   the baseline the two are compared with.
+//!   the baseline the others are compared with.
 //!
 //! Before timing, it prints the heap allocations per request of each case
 //! (`stats_alloc` wraps the system allocator in this bench only).
@@ -74,7 +79,8 @@ async fn start_upstream() -> std::io::Result<SocketAddr> {
 
 /// The gateway's client-facing service for a config with a public and a
 /// jwt route in front of `upstream`.
-fn gateway(upstream: SocketAddr, secret_file: &std::path::Path) -> HttpService {
+fn gateway(upstream: SocketAddr, dir: &std::path::Path) -> HttpService {
+    let secret_file = dir.join("hs256.secret");
     let text = format!(
         r#"
 [server]
@@ -103,8 +109,34 @@ auth = "none"
 name = "jwt"
 path_prefix = "/jwt"
 upstream = "http://{upstream}"
+
+[credentials]
+store = "{store}"
+master_key_file = "{master}"
+
+[[oauth_connections]]
+name = "provider"
+authorize_url = "http://127.0.0.1:9/authorize"
+token_url = "http://127.0.0.1:9/token"
+client_id = "bench"
+client_secret_file = "{secret}"
+redirect_url = "https://gateway.bench.local/oauth/provider/callback"
+
+[[routes]]
+name = "credential"
+path_prefix = "/credential"
+upstream = "http://{upstream}"
+inject = {{ credential = "service-token" }}
+
+[[routes]]
+name = "connection"
+path_prefix = "/connection"
+upstream = "http://{upstream}"
+inject = {{ connection = "provider" }}
 "#,
-        secret = secret_file.display()
+        secret = secret_file.display(),
+        store = dir.join("creds.store").display(),
+        master = dir.join("master.key").display(),
     );
     let config = warden::Config::from_toml(&text, "stack-bench.toml").expect("a valid config");
     let metrics = Metrics::new(prometheus::Registry::new()).expect("metrics");
@@ -115,6 +147,50 @@ upstream = "http://{upstream}"
         .build(&config, String::new())
         .expect("the stacks")
         .service
+}
+
+/// The credential store (one bearer credential) and the vault (one
+/// connection record of the bench's subject, with no expiry).
+fn stores(dir: &std::path::Path) {
+    use warden::credentials::store::{MasterKey, Store};
+    use warden::credentials::{Credential, Kind};
+    use warden::oauth_connections::vault::{RecordId, Vault, embedded_path};
+    use warden::secret::SecretString;
+    let master = MasterKey::generate().expect("a master key");
+    std::fs::write(dir.join("master.key"), master.to_base64().as_bytes()).expect("the key file");
+    let store = Store::new(dir.join("creds.store"), master.clone());
+    store.create().expect("the store");
+    let token = Kind::Bearer {
+        token: SecretString::new("service-token-value"),
+    };
+    store
+        .update(|c| {
+            c.credentials
+                .insert("service-token".into(), Credential::new(token, None))
+        })
+        .expect("a credential");
+    let sealer = warden::oauth_connections::seal::Sealer::new(&master).expect("a sealer");
+    let id = RecordId {
+        connection: "provider".into(),
+        iss: ISS.into(),
+        sub: "bench-client".into(),
+    };
+    let tokens = warden::oauth_connections::Tokens {
+        access_token: SecretString::new("users-own-access-token"),
+        refresh_token: None,
+        expires_at: None,
+    };
+    let record = warden::oauth_connections::seal_record(&sealer, &id, &tokens, 0, None)
+        .expect("a sealed record");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let vault =
+            Vault::open_embedded(&embedded_path(&dir.join("creds.store"))).expect("the vault");
+        vault.put(&record).await.expect("the record");
+    });
 }
 
 fn token() -> String {
@@ -186,12 +262,12 @@ fn stack(c: &mut Criterion) {
         .expect("a runtime");
     let dir = std::env::temp_dir().join(format!("warden-stack-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
-    let secret_file = dir.join("hs256.secret");
-    std::fs::write(&secret_file, SECRET).expect("the secret file");
+    std::fs::write(dir.join("hs256.secret"), SECRET).expect("the secret file");
+    stores(&dir);
 
     let (service, client, uri) = runtime.block_on(async {
         let upstream = start_upstream().await.expect("an upstream");
-        let service = gateway(upstream, &secret_file);
+        let service = gateway(upstream, &dir);
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client: Client<HttpConnector, Empty<Bytes>> =
@@ -217,9 +293,15 @@ fn stack(c: &mut Criterion) {
     let jwt = per_request(&|| {
         runtime.block_on(through_gateway(&service, "/jwt/x", Some(&token)));
     });
+    let credential = per_request(&|| {
+        runtime.block_on(through_gateway(&service, "/credential/x", Some(&token)));
+    });
+    let connection = per_request(&|| {
+        runtime.block_on(through_gateway(&service, "/connection/x", Some(&token)));
+    });
     let upstream_only = per_request(&|| runtime.block_on(direct(&client, &uri)));
     eprintln!(
-        "heap allocations per request: public {public:.1}, jwt_cached {jwt:.1}, upstream_only {upstream_only:.1}"
+        "heap allocations per request: public {public:.1}, jwt_cached {jwt:.1}, jwt_credential {credential:.1}, jwt_connection {connection:.1}, upstream_only {upstream_only:.1}"
     );
 
     let mut group = c.benchmark_group("stack");
@@ -230,6 +312,14 @@ fn stack(c: &mut Criterion) {
     group.bench_function("jwt_cached", |b| {
         b.to_async(&runtime)
             .iter(|| through_gateway(&service, "/jwt/x", Some(&token)));
+    });
+    group.bench_function("jwt_credential", |b| {
+        b.to_async(&runtime)
+            .iter(|| through_gateway(&service, "/credential/x", Some(&token)));
+    });
+    group.bench_function("jwt_connection", |b| {
+        b.to_async(&runtime)
+            .iter(|| through_gateway(&service, "/connection/x", Some(&token)));
     });
     group.bench_function("upstream_only", |b| {
         b.to_async(&runtime).iter(|| direct(&client, &uri));

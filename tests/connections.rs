@@ -62,6 +62,8 @@ struct ProviderState {
     refreshes: AtomicUsize,
     pkce_failures: AtomicUsize,
     refuse_refresh: AtomicBool,
+    /// Answers 401 `invalid_client` to everything (a rotated client secret).
+    reject_client: AtomicBool,
     expires_in: AtomicU64,
     refresh_delay_ms: AtomicU64,
 }
@@ -1121,4 +1123,97 @@ async fn warden_connections_lists_and_removes_without_showing_a_token() {
     .output()
     .unwrap();
     assert!(!again.status.success());
+}
+
+#[tokio::test]
+async fn an_upstream_401_refreshes_once_and_a_rotated_master_key_still_opens_every_record() {
+    let setup = Setup::new().await;
+    // The upstream refuses the first token it sees, and takes any other.
+    let refused_once: Arc<Mutex<Option<String>>> = Arc::default();
+    let seen = refused_once.clone();
+    let upstream = ScriptedUpstream::start(Arc::new(move |request: &Captured| {
+        let token = request.header("authorization").unwrap_or("").to_owned();
+        let mut first = seen.lock().unwrap();
+        match first.as_ref() {
+            None => {
+                *first = Some(token);
+                (401, "token revoked at the provider\n".into())
+            }
+            Some(refused) if *refused == token => (401, "token revoked at the provider\n".into()),
+            Some(_) => (200, "ok\n".into()),
+        }
+    }))
+    .await;
+    let toml = setup
+        .toml("")
+        .replace(&setup.upstream.url(), &upstream.url());
+    let (writer, _audit) = audit_capture(1024);
+    let options = StartOptions {
+        audit_writer: Some(writer),
+        ..StartOptions::default()
+    };
+    let gateway = spawn_gateway_with(&toml, options).await;
+    let base = gateway.url("");
+    let alice = setup.token("alice");
+    assert_eq!(
+        run_loop(&base, &setup.provider, "github", &alice, "alice-gh")
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let reply = call(&base, "/repos/1", Method::POST, Some(&alice), false).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "sent again with a refreshed token"
+    );
+    assert_eq!(setup.provider.state.refreshes.load(Ordering::SeqCst), 1);
+    let tokens: Vec<String> = upstream
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert_ne!(tokens[0], tokens[1]);
+    gateway.shutdown().await;
+
+    // Rotate the master key with the CLI: the records are re-sealed.
+    let file = ConfigFile::new(&toml);
+    let rotated = warden_command(&[
+        "credentials",
+        "rotate-master-key",
+        "--config",
+        file.path_str(),
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    let out = String::from_utf8_lossy(&rotated.stdout).to_string();
+    let new_key = out.lines().last().unwrap().trim().to_owned();
+    std::fs::write(setup.dir.join("master.key"), &new_key).unwrap();
+    let gateway = spawn_gateway(&toml).await;
+    let after = call(
+        &gateway.url(""),
+        "/repos/1",
+        Method::GET,
+        Some(&alice),
+        false,
+    )
+    .await;
+    assert_eq!(
+        after.status,
+        StatusCode::OK,
+        "the record opens under the new key: {:?}",
+        after.body
+    );
+    assert_eq!(
+        setup.provider.state.refreshes.load(Ordering::SeqCst),
+        1,
+        "no new loop, no refresh"
+    );
 }

@@ -108,7 +108,18 @@ pub fn reseal_then(
     new: &MasterKey,
     rotate_store: impl FnOnce() -> Result<(), CliError>,
 ) -> Result<usize, CliError> {
-    if config.credentials.is_none() || config.oauth_connections.is_empty() {
+    // Whatever the config lists now: records made under an earlier config
+    // are sealed under this key too.
+    let has_vault = match &config.credentials {
+        None => false,
+        Some(credentials) => {
+            !matches!(
+                config.shared_state.backend,
+                crate::shared_state::Backend::Memory
+            ) || embedded_path(&credentials.store).exists()
+        }
+    };
+    if !has_vault {
         rotate_store()?;
         return Ok(0);
     }

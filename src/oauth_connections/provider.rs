@@ -41,7 +41,8 @@ pub struct Grant {
 /// Why no grant. Safe to log: the provider's `error` code, never a token.
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
-    /// The provider refused (a 4xx answer): the user must connect again.
+    /// The provider refused the grant (`invalid_grant`): the user must
+    /// connect again.
     #[error("the token endpoint refused with {status}{}", error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default())]
     Refused {
         /// Its status.
@@ -181,20 +182,37 @@ async fn token_request(
         .await
         .map_err(|_| GrantError::Failed("timed out".into()))??;
     let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if status.is_client_error() {
-        return Err(GrantError::Refused {
-            status,
-            error: json
-                .get("error")
-                .and_then(Value::as_str)
-                .map(|e| e.chars().take(64).collect()),
-        });
+    let error: Option<String> = json
+        .get("error")
+        .and_then(Value::as_str)
+        .map(|e| e.chars().filter(char::is_ascii_graphic).take(64).collect());
+    // Some providers (GitHub) answer a refused grant with 200 and `error`.
+    if let Some(code) = error.as_deref()
+        && (status.is_client_error() || status.is_success())
+        && REFUSED_GRANT.contains(&code)
+    {
+        return Err(GrantError::Refused { status, error });
     }
-    if !status.is_success() {
-        return Err(GrantError::Failed(format!("it answered {status}")));
+    if !status.is_success() || error.is_some() {
+        // A wrong client secret, a throttled client or a failing provider is
+        // not the user's grant being refused: the record stays.
+        let why = match error {
+            Some(code) => format!("it answered {status} ({code})"),
+            None => format!("it answered {status}"),
+        };
+        return Err(GrantError::Failed(why));
     }
     grant_from(&json)
 }
+
+/// The `error` codes that mean the user's grant itself is gone: RFC 6749
+/// §5.2 `invalid_grant`, and GitHub's `bad_refresh_token` and
+/// `bad_verification_code`.
+const REFUSED_GRANT: &[&str] = &[
+    "invalid_grant",
+    "bad_refresh_token",
+    "bad_verification_code",
+];
 
 fn grant_from(json: &Value) -> Result<Grant, GrantError> {
     let text = |name: &str| {

@@ -227,6 +227,14 @@ impl OauthConnections {
             if usable {
                 return Ok(cached(&tokens, record.refreshed));
             }
+            if refused_now {
+                // Refused by the upstream and nothing to refresh it with:
+                // the record is of no more use.
+                if let Err(err) = self.remove(id, "upstream", key).await {
+                    tracing::warn!(connection = %id.connection, error = %err, "cannot remove the refused connection");
+                }
+                return Err(TokenFailure::Required(Needed::Refused));
+            }
             return Err(TokenFailure::Required(Needed::Expired));
         };
         let label = settings.name.as_str();
@@ -246,7 +254,7 @@ impl OauthConnections {
                 match seal_record(&self.sealer, id, &fresh, record.created, scope) {
                     Ok(sealed) => {
                         if let Err(err) = self.vault.put(&sealed).await {
-                            tracing::error!(connection = %id.connection, sub = %id.sub, error = %err, "cannot store the refreshed connection tokens; they are kept in memory only");
+                            tracing::error!(connection = %id.connection, sub = %id.sub, error = %err, "cannot store the refreshed connection tokens: the access token serves for a minute, and a rotated refresh token is lost (the user may have to connect again)");
                         }
                     }
                     Err(err) => {

@@ -25,7 +25,8 @@ const TABLE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("conne
 pub const REDIS_TABLE: &str = "connections";
 /// How long a login loop may take.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
-/// The most login loops in progress this process keeps (the oldest go).
+/// The most login loops in progress this process keeps (beyond it, moka
+/// evicts the least useful).
 const MAX_PENDING: u64 = 100_000;
 
 /// Whose record it is: the connection, and the token's issuer and subject.
@@ -294,10 +295,17 @@ impl Vault {
                 .map(|(_, value)| value)
                 .collect(),
         };
-        let mut records = rows
+        // One damaged record does not hide the others.
+        let mut records: Vec<StoredRecord> = rows
             .iter()
-            .map(|bytes| StoredRecord::from_bytes(bytes))
-            .collect::<Result<Vec<_>, _>>()?;
+            .filter_map(|bytes| match StoredRecord::from_bytes(bytes) {
+                Ok(record) => Some(record),
+                Err(err) => {
+                    tracing::warn!(vault = %self.location(), error = %err, "skipping a damaged connection record");
+                    None
+                }
+            })
+            .collect();
         records.sort_by(|a, b| {
             (&a.id.connection, &a.id.iss, &a.id.sub).cmp(&(&b.id.connection, &b.id.iss, &b.id.sub))
         });

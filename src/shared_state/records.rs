@@ -8,7 +8,7 @@
 //!   removed: they are not state that expires on its own, so these are the
 //!   one kind of key without a TTL;
 //! - `<table>:pending:<sha256 of the id>` is a short-lived value (its TTL is
-//!   the caller's), taken at most once ([`Records::take`] is `GETDEL`).
+//!   the caller's), taken at most once ([`Records::take_pending`] is `GETDEL`, Redis 6.2 or later).
 
 use std::sync::Arc;
 use std::time::Duration;
