@@ -89,6 +89,7 @@ pub fn rejection_response(
         | Reason::SignatureInvalid
         | Reason::TokenExpired
         | Reason::TokenNotYetValid
+        | Reason::LifetimeTooLong
         | Reason::IssuerMismatch
         | Reason::AudienceMismatch
         | Reason::TokenRevoked

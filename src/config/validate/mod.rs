@@ -192,6 +192,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
     let (keys, jwe) = auth::build_keys(report, sections.keys);
     let issuer = auth::build_issuer(report, sections.issuer, &keys, &jwe);
     let validation = auth::build_validation(report, sections.validation);
+    auth::check_issued_lifetime(report, issuer.as_ref(), &validation);
     let trusted_issuers = auth::build_trusted_issuers(report, sections.trusted_issuers);
     let (routes, route_paths) = routes::build_routes(report, sections.routes, &server);
     let login = sections

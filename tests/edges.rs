@@ -1,0 +1,278 @@
+//! Edges users expect (issue 14, SPEC §15), over real sockets: the token
+//! lifetime bound, the 403 that names a missing claim, gRPC-aware refusals
+//! over h2c, and `client_secret_post` at the login route.
+//!
+//! One gateway per test, in process, with its own ES256 key, a trusted
+//! identity provider (its JWKS served by a hyper server), a login route and
+//! routes in front of recording upstreams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use http::StatusCode;
+use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
+use warden::clock::unix_now;
+
+const ISS: &str = "http://warden.test";
+const IDP_ISS: &str = "https://idp.example";
+const AUD: &str = "warden";
+const CLIENT_ID: &str = "reporting-service";
+const API_KEY: &str = "wk_test_edges_0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+
+struct Fixture {
+    gateway: TestGateway,
+    upstream: RecordingUpstream,
+    /// The gateway's own signing key.
+    own: TestKey,
+    /// The trusted identity provider's key.
+    idp: TestKey,
+    _idp_server: ScriptedUpstream,
+    _slow: RecordingUpstream,
+    _files: Vec<TempFile>,
+}
+
+/// A gateway with `validation` in `[validation]`.
+async fn fixture(validation: &str) -> Fixture {
+    let upstream = RecordingUpstream::start(Behaviour::ok()).await;
+    let slow = RecordingUpstream::start(Behaviour::slow(Duration::from_secs(5))).await;
+    let own = TestKey::generate("edges-es256", Algorithm::ES256);
+    let idp = TestKey::generate("idp-es256", Algorithm::ES256);
+    let jwks = json!({ "keys": [idp.public_jwk()] }).to_string();
+    let idp_server =
+        ScriptedUpstream::start(Arc::new(move |_: &Captured| (200, jwks.clone()))).await;
+    let files = vec![own.file()];
+    let rest = format!(
+        r#"{own_entry}
+[issuer]
+iss = "{ISS}"
+aud = ["{AUD}"]
+signing_kid = "edges-es256"
+
+[validation]
+{validation}
+
+[[trusted_issuers]]
+iss = "{IDP_ISS}"
+jwks_url = "{idp_url}/jwks.json"
+aud = ["{AUD}"]
+algs = ["ES256"]
+
+[login]
+path = "/auth"
+api_key_header = "X-Api-Key"
+
+[[login.api_keys]]
+id = "{CLIENT_ID}"
+key_sha256 = "{key_sha256}"
+sub = "reporting-service"
+scopes = ["orders:read"]
+
+[[routes]]
+name = "orders"
+path_prefix = "/orders"
+upstream = "{upstream}"
+scopes = ["orders:read"]
+require_claims = {{ tenant = ["acme"] }}
+
+[[routes]]
+name = "tenants"
+path_prefix = "/tenants"
+upstream = "{upstream}"
+require_claims = {{ tenant = ["acme"] }}
+
+[[routes]]
+name = "grpc"
+path_prefix = "/pkg.Orders"
+upstream = "{upstream}"
+scopes = ["orders:read"]
+
+[[routes]]
+name = "grpc-limited"
+path_prefix = "/pkg.Limited"
+upstream = "{upstream}"
+auth = "none"
+rate_limit = {{ requests = 1, per = "1h", key = "client_ip" }}
+
+[[routes]]
+name = "grpc-down"
+path_prefix = "/pkg.Down"
+upstream = "http://{refused}"
+auth = "none"
+
+[[routes]]
+name = "grpc-slow"
+path_prefix = "/pkg.Slow"
+upstream = "{slow}"
+auth = "none"
+timeout = "200ms"
+"#,
+        own_entry = own.config_entry(&files[0]),
+        idp_url = idp_server.url(),
+        key_sha256 = sha256_hex(API_KEY.as_bytes()),
+        upstream = upstream.url(),
+        refused = refused_addr(),
+        slow = slow.url(),
+    );
+    let gateway = spawn_gateway(&config("", &rest)).await;
+    // The identity provider's keys are fetched at start-up: ready once held.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while get(&gateway.admin_url("/readyz")).await.status != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Fixture {
+        gateway,
+        upstream,
+        own,
+        idp,
+        _idp_server: idp_server,
+        _slow: slow,
+        _files: files,
+    }
+}
+
+/// Claims `iss`/`aud` for the gateway's own keys, valid for 10 minutes,
+/// with `changes` applied (a `null` removes a claim).
+fn claims(iss: &str, changes: Value) -> Value {
+    let now = unix_now();
+    let mut claims = json!({
+        "iss": iss,
+        "aud": AUD,
+        "sub": "alice",
+        "iat": now - 10,
+        "exp": now + 600,
+        "scope": "orders:read",
+        "tenant": "acme",
+    });
+    for (name, value) in changes.as_object().unwrap() {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(name);
+        } else {
+            claims[name] = value.clone();
+        }
+    }
+    claims
+}
+
+async fn get_bearer(url: &str, token: &str) -> Reply {
+    get_with(url, &[("authorization", &format!("Bearer {token}"))]).await
+}
+
+fn assert_invalid_token(reply: &Reply, description: &str) {
+    assert_json_error(reply, 401, "invalid_token");
+    assert_eq!(reply.json()["error_description"], description);
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some(
+            format!(
+                "Bearer realm=\"warden\", error=\"invalid_token\", error_description=\"{description}\""
+            )
+            .as_str()
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------
+// [validation] max_token_lifetime
+
+#[tokio::test]
+async fn a_token_living_longer_than_max_token_lifetime_is_refused_for_own_and_trusted_issuers() {
+    let f = fixture("").await;
+    let url = f.gateway.url("/orders/1");
+    let now = unix_now();
+    let day = 24 * 3600;
+
+    // Within the default 24h: accepted, from either issuer.
+    let fine = f.own.token(&claims(
+        ISS,
+        json!({"iat": now - 10, "exp": now - 10 + day}),
+    ));
+    assert_eq!(get_bearer(&url, &fine).await.status, StatusCode::OK);
+    let idp_fine = f.idp.token(&claims(IDP_ISS, json!({"exp": now + 3600})));
+    assert_eq!(get_bearer(&url, &idp_fine).await.status, StatusCode::OK);
+
+    let too_long = [
+        // 400 days, from the gateway's own key and from the trusted issuer.
+        f.own.token(&claims(ISS, json!({"exp": now + 400 * day}))),
+        f.idp
+            .token(&claims(IDP_ISS, json!({"exp": now + 400 * day}))),
+        // One second over 24h after iat.
+        f.own.token(&claims(
+            ISS,
+            json!({"iat": now - 10, "exp": now - 10 + day + 1}),
+        )),
+        // Without iat, counted from now.
+        f.idp.token(&claims(
+            IDP_ISS,
+            json!({"iat": null, "exp": now + day + 120}),
+        )),
+        // The largest time there is.
+        f.idp.token(&claims(IDP_ISS, json!({"exp": 1e300}))),
+        f.own
+            .token(&claims(ISS, json!({"iat": null, "exp": 1e300}))),
+    ];
+    for token in &too_long {
+        let reply = get_bearer(&url, token).await;
+        assert_invalid_token(&reply, "token lifetime too long");
+        // A repeat is refused too (never cached as verified).
+        assert_eq!(
+            get_bearer(&url, token).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        f.upstream.requests().len(),
+        2,
+        "only the two fine tokens got through"
+    );
+
+    scrape_until(
+        f.gateway.admin,
+        &["warden_auth_decisions_total{decision=\"deny\",reason=\"lifetime_too_long\",route=\"orders\"} 12"],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn max_token_lifetime_is_configurable_and_checked() {
+    let f = fixture("max_token_lifetime = \"1h\"").await;
+    let now = unix_now();
+    let two_hours = f.own.token(&claims(ISS, json!({"exp": now + 7200})));
+    let reply = get_bearer(&f.gateway.url("/orders/1"), &two_hours).await;
+    assert_invalid_token(&reply, "token lifetime too long");
+    let half_hour = f.own.token(&claims(ISS, json!({"exp": now + 1800})));
+    assert_eq!(
+        get_bearer(&f.gateway.url("/orders/1"), &half_hour)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let bad = |validation: &str, issuer_extra: &str| {
+        let toml = config(
+            "",
+            &format!(
+                "[[keys]]\nkid = \"k\"\nalg = \"ES256\"\ngenerate = true\n\n[issuer]\niss = \"{ISS}\"\naud = [\"{AUD}\"]\nsigning_kid = \"k\"\n{issuer_extra}\n\n[validation]\n{validation}\n"
+            ),
+        );
+        warden::Config::from_toml(&toml, "test.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let err = bad("max_token_lifetime = \"forever\"", "");
+    assert!(err.contains("validation.max_token_lifetime"), "{err}");
+    assert!(err.contains("is not a duration"), "{err}");
+    let err = bad("max_token_lifetime = \"10s\"", "");
+    assert!(err.contains("is shorter than a minute"), "{err}");
+    let err = bad("max_token_lifetime = \"1h\"", "max_ttl = \"2h\"");
+    assert!(err.contains("issuer.max_ttl"), "{err}");
+    assert!(err.contains("max_token_lifetime"), "{err}");
+    assert_eq!(bad("max_token_lifetime = \"2h\"", "max_ttl = \"2h\""), "");
+}
