@@ -276,3 +276,49 @@ async fn max_token_lifetime_is_configurable_and_checked() {
     assert!(err.contains("max_token_lifetime"), "{err}");
     assert_eq!(bad("max_token_lifetime = \"2h\"", "max_ttl = \"2h\""), "");
 }
+
+// ---------------------------------------------------------------------------
+// 403 for a missing scope or claim
+
+#[tokio::test]
+async fn a_403_names_the_missing_scopes_or_the_missing_claim_and_always_carries_scope() {
+    let f = fixture("").await;
+
+    // Scopes missing: insufficient_scope with the scopes needed.
+    let no_scope = f.own.token(&claims(ISS, json!({"scope": "other"})));
+    let reply = get_bearer(&f.gateway.url("/orders/1"), &no_scope).await;
+    assert_json_error(&reply, 403, "insufficient_scope");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer realm=\"warden\", error=\"insufficient_scope\", scope=\"orders:read\"")
+    );
+
+    // The claim missing, and another tenant: the claim named, scope= kept.
+    for tenant in [Value::Null, json!("initech")] {
+        let token = f.own.token(&claims(ISS, json!({ "tenant": tenant })));
+        let reply = get_bearer(&f.gateway.url("/orders/1"), &token).await;
+        assert_json_error(&reply, 403, "insufficient_scope");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(
+                "Bearer realm=\"warden\", error=\"insufficient_scope\", scope=\"orders:read\", \
+                 error_description=\"required claim 'tenant' is missing or not allowed\""
+            )
+        );
+        assert_eq!(
+            reply.json()["error_description"],
+            "required claim 'tenant' is missing or not allowed"
+        );
+        // A route without scopes: scope= is there, empty.
+        let reply = get_bearer(&f.gateway.url("/tenants/1"), &token).await;
+        assert_json_error(&reply, 403, "insufficient_scope");
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(
+                "Bearer realm=\"warden\", error=\"insufficient_scope\", scope=\"\", \
+                 error_description=\"required claim 'tenant' is missing or not allowed\""
+            )
+        );
+    }
+    assert!(f.upstream.requests().is_empty());
+}
