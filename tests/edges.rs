@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use http::StatusCode;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 use warden::clock::unix_now;
@@ -321,4 +322,145 @@ async fn a_403_names_the_missing_scopes_or_the_missing_claim_and_always_carries_
         );
     }
     assert!(f.upstream.requests().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// gRPC-aware refusals
+
+/// A gRPC call over h2c: `POST path` with `content-type: application/grpc`
+/// and one empty message; returns the head and whether the stream ended
+/// with the headers (trailers-only), plus any body bytes and trailers.
+async fn grpc_call(
+    gateway: &TestGateway,
+    path: &str,
+    token: Option<&str>,
+) -> (
+    http::response::Parts,
+    bool,
+    Vec<u8>,
+    Option<http::HeaderMap>,
+) {
+    let mut request = Request::post(gateway.url(path))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(full(vec![0u8, 0, 0, 0, 0])).unwrap();
+    let response = tokio::time::timeout(PATIENCE, h2c_client().request(request))
+        .await
+        .expect("an answer in time")
+        .expect("a response");
+    assert_eq!(response.version(), http::Version::HTTP_2);
+    let (parts, mut body) = response.into_parts();
+    let ended_with_headers = http_body::Body::is_end_stream(&body);
+    let mut data = Vec::new();
+    let mut trailers = None;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.expect("the body reads");
+        if let Some(bytes) = frame.data_ref() {
+            data.extend_from_slice(bytes);
+        } else if let Ok(t) = frame.into_trailers() {
+            trailers = Some(t);
+        }
+    }
+    (parts, ended_with_headers, data, trailers)
+}
+
+fn assert_grpc_refusal(
+    answer: &(
+        http::response::Parts,
+        bool,
+        Vec<u8>,
+        Option<http::HeaderMap>,
+    ),
+    status: u16,
+    grpc_status: &str,
+) {
+    let (parts, ended, data, trailers) = answer;
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    assert_eq!(parts.status.as_u16(), status, "{parts:?}");
+    assert_eq!(header("grpc-status"), Some(grpc_status), "{parts:?}");
+    assert!(
+        header("grpc-message").is_some_and(|m| !m.is_empty()),
+        "{parts:?}"
+    );
+    assert_eq!(
+        header("content-type"),
+        Some("application/grpc"),
+        "{parts:?}"
+    );
+    assert!(header("x-execution-key").is_some(), "{parts:?}");
+    assert!(*ended, "trailers-only: the stream ends with the headers");
+    assert!(data.is_empty(), "no body: {data:?}");
+    assert!(trailers.is_none(), "no separate trailers");
+}
+
+#[tokio::test]
+async fn gateway_refusals_of_grpc_calls_are_trailers_only_grpc_statuses_beside_the_http_status() {
+    let f = fixture("").await;
+
+    // 401 without a token: UNAUTHENTICATED, the challenge kept.
+    let answer = grpc_call(&f.gateway, "/pkg.Orders/Get", None).await;
+    assert_grpc_refusal(&answer, 401, "16");
+    assert_eq!(
+        answer.0.headers.get("www-authenticate").unwrap(),
+        "Bearer realm=\"warden\""
+    );
+    assert_eq!(
+        answer.0.headers.get("grpc-message").unwrap(),
+        "a bearer token is required"
+    );
+
+    // 401 for a bad token, with its description percent-encoded as gRPC wants.
+    let expired = f.own.token(&claims(
+        ISS,
+        json!({"iat": unix_now() - 7200, "exp": unix_now() - 3600}),
+    ));
+    let answer = grpc_call(&f.gateway, "/pkg.Orders/Get", Some(&expired)).await;
+    assert_grpc_refusal(&answer, 401, "16");
+    assert_eq!(
+        answer.0.headers.get("grpc-message").unwrap(),
+        "token expired"
+    );
+    assert!(
+        answer.0.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+
+    // 403 PERMISSION_DENIED.
+    let no_scope = f.own.token(&claims(ISS, json!({"scope": "other"})));
+    let answer = grpc_call(&f.gateway, "/pkg.Orders/Get", Some(&no_scope)).await;
+    assert_grpc_refusal(&answer, 403, "7");
+    assert!(answer.0.headers.contains_key("www-authenticate"));
+
+    // 429 RESOURCE_EXHAUSTED (the second call of a one-call budget).
+    let first = grpc_call(&f.gateway, "/pkg.Limited/Get", None).await;
+    assert_eq!(first.0.status, StatusCode::OK);
+    assert!(
+        first.0.headers.get("grpc-status").is_none(),
+        "the upstream's answer is untouched"
+    );
+    let answer = grpc_call(&f.gateway, "/pkg.Limited/Get", None).await;
+    assert_grpc_refusal(&answer, 429, "8");
+    assert!(answer.0.headers.contains_key("retry-after"));
+
+    // 502 UNAVAILABLE, 504 DEADLINE_EXCEEDED.
+    let answer = grpc_call(&f.gateway, "/pkg.Down/Get", None).await;
+    assert_grpc_refusal(&answer, 502, "14");
+    let answer = grpc_call(&f.gateway, "/pkg.Slow/Get", None).await;
+    assert_grpc_refusal(&answer, 504, "4");
+
+    // A valid call reaches the upstream and comes back as it answered.
+    let token = f.own.token(&claims(ISS, json!({})));
+    let answer = grpc_call(&f.gateway, "/pkg.Orders/Get", Some(&token)).await;
+    assert_eq!(answer.0.status, StatusCode::OK);
+    assert_eq!(answer.2, b"upstream ok\n");
+
+    // The same refusal to a client that is not gRPC stays JSON.
+    let reply = get(&f.gateway.url("/pkg.Orders/Get")).await;
+    assert_json_error(&reply, 401, "missing_token");
+    assert!(reply.header("grpc-status").is_none());
 }

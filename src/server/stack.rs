@@ -31,6 +31,7 @@ use crate::credentials::Credentials;
 use crate::credentials::inject::InjectCredentialLayer;
 use crate::error::{CatchPanicLayer, ErrorCode, GatewayError};
 use crate::execution_key::{ExecutionKey, ExecutionKeyLayer};
+use crate::grpc::GrpcRejectionLayer;
 use crate::metrics::Metrics;
 use crate::proxy::health::Targets;
 use crate::proxy::{ConnectionSettings, ForwardHeadersLayer, Proxy, Upstream, UpstreamClient};
@@ -88,6 +89,9 @@ pub fn build(config: &Config, parts: &Components) -> GatewayStack {
         .option_layer(ClientAddressLayer::new(&config.server.trusted_proxies))
         // Sees every request, so the access log and metrics count rejections too.
         .layer(AccessLogLayer::new(parts.metrics.clone()))
+        // Inside the access log (which logs the grpc-status sent), outside
+        // every refusal: a gRPC call refused by the gateway gets a gRPC status.
+        .layer(GrpcRejectionLayer)
         // Inside the access log: a panic becomes a 500 that is logged and counted.
         .layer(CatchPanicLayer)
         // One framing only, before anything reads the body; outside the
