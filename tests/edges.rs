@@ -13,6 +13,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -463,4 +464,110 @@ async fn gateway_refusals_of_grpc_calls_are_trailers_only_grpc_statuses_beside_t
     let reply = get(&f.gateway.url("/pkg.Orders/Get")).await;
     assert_json_error(&reply, 401, "missing_token");
     assert!(reply.header("grpc-status").is_none());
+}
+
+// ---------------------------------------------------------------------------
+// client_secret_post
+
+fn token_request(form: &str, basic: Option<(&str, &str)>) -> Request<TestBody> {
+    let mut request = Request::post("http://placeholder/auth")
+        .header("content-type", "application/x-www-form-urlencoded");
+    if let Some((user, secret)) = basic {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{secret}"));
+        request = request.header("authorization", format!("Basic {encoded}"));
+    }
+    request.body(full(form.to_owned())).unwrap()
+}
+
+async fn post_token(gateway: &TestGateway, form: &str, basic: Option<(&str, &str)>) -> Reply {
+    let mut request = token_request(form, basic);
+    *request.uri_mut() = gateway.url("/auth").parse().unwrap();
+    send(request).await
+}
+
+#[tokio::test]
+async fn a_client_may_post_its_secret_in_the_form_but_not_beside_basic() {
+    let f = fixture("").await;
+    let form = |id: &str, secret: &str| {
+        format!(
+            "grant_type=client_credentials&client_id={id}&client_secret={secret}&scope=orders%3Aread"
+        )
+    };
+
+    // client_secret_post: a token, usable at the route.
+    let reply = post_token(&f.gateway, &form(CLIENT_ID, API_KEY), None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let body = reply.json();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "orders:read");
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(token_claims(token)["sub"], "reporting-service");
+
+    // A wrong secret, and an unknown client: the same invalid_client.
+    let wrong = post_token(&f.gateway, &form(CLIENT_ID, "wk_wrong"), None).await;
+    let unknown = post_token(&f.gateway, &form("nobody", API_KEY), None).await;
+    for reply in [&wrong, &unknown] {
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(reply.json()["error"], "invalid_client");
+        assert_eq!(
+            reply.json()["error_description"],
+            wrong.json()["error_description"]
+        );
+    }
+
+    // Both Basic and the body: invalid_request, even with the right secret.
+    let both = post_token(
+        &f.gateway,
+        &form(CLIENT_ID, API_KEY),
+        Some((CLIENT_ID, API_KEY)),
+    )
+    .await;
+    assert_eq!(both.status, StatusCode::BAD_REQUEST);
+    assert_eq!(both.json()["error"], "invalid_request");
+    assert!(!String::from_utf8_lossy(&both.body).contains(API_KEY));
+    // A body client_id that is not Basic's is a second method too.
+    let other_id = post_token(
+        &f.gateway,
+        "grant_type=client_credentials&client_id=someone-else",
+        Some((CLIENT_ID, API_KEY)),
+    )
+    .await;
+    assert_eq!(other_id.status, StatusCode::BAD_REQUEST);
+    assert_eq!(other_id.json()["error"], "invalid_request");
+
+    // Basic alone still works, with the same client_id repeated in the body too.
+    let basic = post_token(
+        &f.gateway,
+        "grant_type=client_credentials",
+        Some((CLIENT_ID, API_KEY)),
+    )
+    .await;
+    assert_eq!(basic.status, StatusCode::OK);
+    let repeated = post_token(
+        &f.gateway,
+        &format!("grant_type=client_credentials&client_id={CLIENT_ID}"),
+        Some((CLIENT_ID, API_KEY)),
+    )
+    .await;
+    assert_eq!(repeated.status, StatusCode::OK);
+
+    // Posted credentials need the client-credentials grant.
+    let no_grant = post_token(
+        &f.gateway,
+        &format!("client_id={CLIENT_ID}&client_secret={API_KEY}"),
+        None,
+    )
+    .await;
+    assert_eq!(no_grant.status, StatusCode::BAD_REQUEST);
+    assert_eq!(no_grant.json()["error"], "invalid_request");
+
+    scrape_until(
+        f.gateway.admin,
+        &[
+            "warden_tokens_issued_total{method=\"client_credentials\"} 3",
+            "warden_login_failures_total{reason=\"bad_client_secret\"} 1",
+            "warden_login_failures_total{reason=\"unknown_client\"} 1",
+        ],
+    )
+    .await;
 }
