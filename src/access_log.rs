@@ -297,11 +297,10 @@ impl Record {
                 .metrics
                 .request_duration
                 .observe(elapsed.as_secs_f64());
-            if let Some(upstream) = self.upstream {
-                observed
-                    .metrics
-                    .upstream_duration
-                    .observe(upstream.as_secs_f64());
+            if let (Some(upstream), Some(histogram)) =
+                (self.upstream, &observed.metrics.upstream_duration)
+            {
+                histogram.observe(upstream.as_secs_f64());
             }
         }
         tracing::info!(

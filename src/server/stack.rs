@@ -127,9 +127,14 @@ fn dispatcher(
     background: &mut Background,
 ) -> Dispatcher<RouteService> {
     let deadline = RequestDeadlineLayer::new(config.server.request_timeout);
-    let matched = |name: &str| MatchedRoute {
+    // No upstream series where no upstream can ever be called.
+    let matched = |name: &str, upstream: bool| MatchedRoute {
         name: name.into(),
-        metrics: parts.metrics.for_route(name),
+        metrics: if upstream {
+            parts.metrics.for_route(name)
+        } else {
+            parts.metrics.for_endpoint(name)
+        },
     };
     let builtin = parts
         .endpoints
@@ -148,7 +153,7 @@ fn dispatcher(
                 ))
                 .service(parts.endpoints.service(endpoint));
             let entry = RouteEntry {
-                observed: matched(endpoint.route_name()),
+                observed: matched(endpoint.route_name(), false),
                 service,
             };
             (path, entry)
@@ -160,7 +165,7 @@ fn dispatcher(
         .iter()
         .map(|route| {
             let entry = RouteEntry {
-                observed: matched(&route.name),
+                observed: matched(&route.name, route.upstream != Upstream::Echo),
                 service: route_stack(route, config, parts, &claim_headers, background),
             };
             (route.key.clone(), entry)

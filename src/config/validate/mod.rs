@@ -19,6 +19,8 @@
 //! - `routes.rs`: `[[routes]]`
 //! - `report.rs`: key paths, the report, and the value checks several
 //!   sections share
+//! - `references.rs`: the variables and files the config names exist
+//!   (for `warden check` and `run` only)
 //!
 //! A new section gets its `*File` struct in `file.rs`, an arm in
 //! [`read_sections`] (and its name in [`SECTIONS`]), a file here with its
@@ -30,6 +32,7 @@ mod auth;
 mod credentials;
 mod jwe_keys;
 mod login;
+mod references;
 mod report;
 mod routes;
 mod server;
@@ -68,6 +71,25 @@ struct Sections {
 }
 
 pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, origin, base, false)
+}
+
+/// [`parse`], then every variable and file the config refers to must
+/// exist (`references.rs`): what `warden check` and `warden run` load.
+pub(super) fn parse_with_references(
+    text: &str,
+    origin: &str,
+    base: &Path,
+) -> Result<Config, ConfigError> {
+    parse_with(text, origin, base, true)
+}
+
+fn parse_with(
+    text: &str,
+    origin: &str,
+    base: &Path,
+    references: bool,
+) -> Result<Config, ConfigError> {
     let mut report = Report::new(origin, base, text);
     let root = match DeTable::parse(text) {
         Ok(root) => root,
@@ -84,8 +106,12 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     };
     let table = root.into_inner();
     let sections = read_sections(&mut report, &table);
+    let walked = references.then(|| table.clone());
     report.root = Some(DeValue::Table(table));
     let config = build(&mut report, sections);
+    if let Some(table) = walked {
+        references::check(&mut report, &table, &config);
+    }
     report.finish(config)
 }
 
@@ -178,7 +204,14 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
                     name.span().start,
                     other,
                     format!("unknown section `{other}`"),
-                    format!("remove it or correct its name; the known sections are: {SECTIONS}"),
+                    match report::did_you_mean(other, SECTIONS.split(", ")) {
+                        Some(meant) => {
+                            format!("did you mean `{meant}`? the known sections are: {SECTIONS}")
+                        }
+                        None => format!(
+                            "remove it or correct its name; the known sections are: {SECTIONS}"
+                        ),
+                    },
                 );
             }
         }
