@@ -17,6 +17,7 @@
 //! `*Settings` structs owned by the modules that use them.
 
 mod file;
+pub mod reference;
 mod validate;
 
 use std::fmt;

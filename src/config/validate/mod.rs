@@ -115,7 +115,7 @@ fn parse_with(
     report.finish(config)
 }
 
-const SECTIONS: &str = "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, shared_state, routes";
+pub(super) const SECTIONS: &str = "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, shared_state, routes";
 
 /// Deserializes every element of an array of tables (`[[name]]`).
 fn array_section<'a, T: DeserializeOwned>(
