@@ -7,10 +7,15 @@
 //! writes one access-log line and updates `warden_requests_total`,
 //! `warden_request_duration_seconds` and `warden_in_flight_requests`.
 //!
-//! It reads, from the response extensions, [`MatchedRoute`] (set by the
-//! dispatcher), [`UpstreamTiming`] (set by the proxy) and
-//! [`Fault`] (set on the gateway's own error answers, logged as `fault`). The path it logs is the
-//! request's path without the query string: queries may carry secrets.
+//! It reads, from the request, [`ConnectInfo`] (the client's address), the
+//! `Host` (or HTTP/2 authority), the `User-Agent` and the protocol; from the
+//! response extensions, [`MatchedRoute`] (set by the dispatcher),
+//! [`UpstreamTiming`] and [`UpstreamAddress`] (set by the proxy),
+//! [`TokenSubject`] (set by the observers of auth when a token's signature
+//! verified) and [`Fault`] (set on the gateway's own error answers, logged
+//! as `fault`); and the `grpc-status` of the response head or trailers. The
+//! path it logs is the request's path without the query string: queries may
+//! carry secrets. Durations are milliseconds rounded to 3 decimals.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +32,7 @@ use tracing::Instrument;
 use crate::body::{self, Body, BoxError, ByteCount, Counted};
 use crate::error::Fault;
 use crate::execution_key::ExecutionKey;
+use crate::extensions::ConnectInfo;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
 
 /// The route that handled a request, as the observers label it.
@@ -41,6 +47,14 @@ pub struct MatchedRoute {
 /// How long the upstream took to send its response head.
 #[derive(Clone, Copy, Debug)]
 pub struct UpstreamTiming(pub Duration);
+
+/// The upstream target a request was sent to (`scheme://host:port`), for the log.
+#[derive(Clone, Debug)]
+pub struct UpstreamAddress(pub Arc<str>);
+
+/// The `sub` of the token whose signature verified, for the log.
+#[derive(Clone, Debug)]
+pub struct TokenSubject(pub Arc<str>);
 
 /// Records the access log and request metrics.
 #[derive(Clone, Debug)]
@@ -89,11 +103,11 @@ where
         let started = Instant::now();
         let key = request.extensions().get::<ExecutionKey>().cloned();
         let method = request.method().clone();
-        // The path is copied only when the access log will print it.
-        let path: Box<str> = if tracing::enabled!(target: "warden::access", tracing::Level::INFO) {
-            request.uri().path().into()
+        // The request's facts are copied only when the access log will print them.
+        let facts = if tracing::enabled!(target: "warden::access", tracing::Level::INFO) {
+            RequestFacts::of(&request)
         } else {
-            Box::default()
+            RequestFacts::default()
         };
         // A request without a body (most GETs) needs no counter.
         let (request, bytes_in) = if request.body().is_end_stream() {
@@ -118,10 +132,13 @@ where
             started,
             key,
             method,
-            path,
+            facts,
             status: CLIENT_CLOSED_REQUEST,
             route: None,
             upstream: None,
+            upstream_addr: None,
+            sub: None,
+            grpc_status: None,
             fault: None,
             bytes_in,
             bytes_out: 0,
@@ -157,6 +174,12 @@ where
             record.status = parts.status;
             record.route = parts.extensions.get::<MatchedRoute>().cloned();
             record.upstream = parts.extensions.get::<UpstreamTiming>().map(|t| t.0);
+            record.upstream_addr = parts
+                .extensions
+                .get::<UpstreamAddress>()
+                .map(|a| a.0.clone());
+            record.sub = parts.extensions.get::<TokenSubject>().map(|s| s.0.clone());
+            record.grpc_status = grpc_status(&parts.headers);
             record.fault = parts.extensions.get::<Fault>().copied();
             record
         });
@@ -183,16 +206,76 @@ impl Drop for PendingRecord {
     }
 }
 
+/// What the log line says of the request itself, copied before it moves on.
+#[derive(Default)]
+struct RequestFacts {
+    path: Box<str>,
+    client_ip: Option<std::net::IpAddr>,
+    host: Option<Box<str>>,
+    user_agent: Option<Box<str>>,
+    protocol: &'static str,
+}
+
+impl RequestFacts {
+    fn of<B>(request: &Request<B>) -> Self {
+        let header = |name: http::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(Box::from)
+        };
+        Self {
+            path: request.uri().path().into(),
+            client_ip: request.extensions().get::<ConnectInfo>().map(|c| c.client),
+            // HTTP/2 carries the authority in the URI, HTTP/1.1 in Host.
+            host: header(http::header::HOST)
+                .or_else(|| request.uri().authority().map(|a| a.as_str().into())),
+            user_agent: header(http::header::USER_AGENT),
+            protocol: protocol(request.version()),
+        }
+    }
+}
+
+/// The protocol as access logs write it.
+fn protocol(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_11 => "HTTP/1.1",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "unknown",
+    }
+}
+
+/// The `grpc-status` of a response head or trailers, when it is a number.
+fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Milliseconds, rounded to 3 decimals: `4004.52`, not `4004.5199269999994`.
+pub fn millis(duration: Duration) -> f64 {
+    (duration.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
 /// What is known about a request by the time its response starts.
 struct Record {
     metrics: Metrics,
     started: Instant,
     key: Option<ExecutionKey>,
     method: Method,
-    path: Box<str>,
+    facts: RequestFacts,
     status: StatusCode,
     route: Option<MatchedRoute>,
     upstream: Option<Duration>,
+    upstream_addr: Option<Arc<str>>,
+    /// The token's subject, when its signature verified.
+    sub: Option<Arc<str>>,
+    grpc_status: Option<u32>,
     /// Whose fault an error response was, when the gateway answered one.
     fault: Option<Fault>,
     /// `None` when the request had no body.
@@ -214,22 +297,28 @@ impl Record {
                 .metrics
                 .request_duration
                 .observe(elapsed.as_secs_f64());
-            if let Some(upstream) = self.upstream {
-                observed
-                    .metrics
-                    .upstream_duration
-                    .observe(upstream.as_secs_f64());
+            if let (Some(upstream), Some(histogram)) =
+                (self.upstream, &observed.metrics.upstream_duration)
+            {
+                histogram.observe(upstream.as_secs_f64());
             }
         }
         tracing::info!(
             target: "warden::access",
             execution_key = self.key.as_ref().map_or("", ExecutionKey::as_str),
+            client_ip = self.facts.client_ip.map(tracing::field::display),
+            host = self.facts.host.as_deref(),
+            user_agent = self.facts.user_agent.as_deref(),
+            protocol = self.facts.protocol,
             method = %self.method,
-            path = %self.path,
+            path = %self.facts.path,
             route,
+            sub = self.sub.as_deref(),
             status = self.status.as_u16(),
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            upstream_ms = self.upstream.map(|u| u.as_secs_f64() * 1000.0),
+            grpc_status = self.grpc_status,
+            duration_ms = millis(elapsed),
+            upstream_addr = self.upstream_addr.as_deref(),
+            upstream_ms = self.upstream.map(millis),
             fault = self.fault.map(Fault::as_str),
             bytes_in = self.bytes_in.as_ref().map_or(0, ByteCount::get),
             bytes_out = self.bytes_out,
@@ -267,8 +356,13 @@ impl http_body::Body for RecordOnEnd {
         let polled = this.inner.poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(record)) = (frame.data_ref(), this.record.as_mut()) {
-                    record.bytes_out += data.len() as u64;
+                if let Some(record) = this.record.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        record.bytes_out += data.len() as u64;
+                    } else if let Some(status) = frame.trailers_ref().and_then(grpc_status) {
+                        // gRPC sends its status in the trailers.
+                        record.grpc_status = Some(status);
+                    }
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {

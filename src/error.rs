@@ -178,7 +178,26 @@ pub fn json_error(
         "error_description": description,
         "execution_key": key.map(ExecutionKey::as_str),
     });
-    json_response(status, &body)
+    let mut response = json_response(status, &body);
+    response.extensions_mut().insert(OwnAnswer {
+        description: description.into(),
+    });
+    response
+}
+
+/// Marks an error answer the gateway made itself (not the upstream's), with
+/// its description. Written by [`json_error`], so by every refusal; read by
+/// [`crate::grpc::GrpcRejectionLayer`], which answers gRPC clients the gRPC way.
+#[derive(Clone, Debug)]
+pub struct OwnAnswer {
+    description: Box<str>,
+}
+
+impl OwnAnswer {
+    /// The error's description, safe to show (no token, key or secret).
+    pub fn description(&self) -> &str {
+        &self.description
+    }
 }
 
 /// A JSON response that no cache keeps (`Cache-Control: no-store`): the

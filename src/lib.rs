@@ -26,6 +26,7 @@ pub mod crypto;
 pub mod error;
 pub mod execution_key;
 pub mod extensions;
+pub mod grpc;
 pub mod percent;
 pub mod readiness;
 pub mod secret;

@@ -475,8 +475,17 @@ fn verify(args: VerifyArgs) -> ExitCode {
 }
 
 fn load(config: Option<PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
+    load_by(config, Config::load)
+}
+
+/// `check` and `run` also require every variable and file the config names,
+/// so that `check` fails wherever `run` would.
+fn load_by(
+    config: Option<PathBuf>,
+    loader: fn(&std::path::Path) -> Result<Config, warden::config::ConfigError>,
+) -> Result<(PathBuf, Config), ExitCode> {
     let path = config.unwrap_or_else(warden::config::default_path);
-    match Config::load(&path) {
+    match loader(&path) {
         Ok(config) => Ok((path, config)),
         Err(err) => {
             eprint!("{err}");
@@ -486,7 +495,7 @@ fn load(config: Option<PathBuf>) -> Result<(PathBuf, Config), ExitCode> {
 }
 
 fn check(config: Option<PathBuf>) -> ExitCode {
-    match load(config) {
+    match load_by(config, Config::load_with_references) {
         Ok((path, config)) => {
             println!("{}: ok ({} routes)", path.display(), config.routes.len());
             ExitCode::SUCCESS
@@ -497,7 +506,7 @@ fn check(config: Option<PathBuf>) -> ExitCode {
 
 fn run(config: Option<PathBuf>) -> ExitCode {
     // The config is validated in full before any port is bound.
-    let (path, config) = match load(config) {
+    let (path, config) = match load_by(config, Config::load_with_references) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

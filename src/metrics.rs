@@ -239,8 +239,18 @@ impl Metrics {
     /// Handles for one route, resolved once when the route stack is built.
     pub fn for_route(&self, route: &str) -> RouteMetrics {
         RouteMetrics {
+            upstream_duration: Some(self.upstream_duration.with_label_values(&[route])),
+            ..self.for_endpoint(route)
+        }
+    }
+
+    /// Handles for a route or endpoint that never calls an upstream (the
+    /// login, revocation and JWKS endpoints, `builtin:echo`): no
+    /// `warden_upstream_duration_seconds` series, which would stay empty.
+    pub fn for_endpoint(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
             request_duration: self.request_duration.with_label_values(&[route]),
-            upstream_duration: self.upstream_duration.with_label_values(&[route]),
+            upstream_duration: None,
             requests: Arc::new(RequestCounters {
                 route: route.into(),
                 family: self.requests_total.clone(),
@@ -316,8 +326,9 @@ pub struct RouteMetrics {
     pub requests: Arc<RequestCounters>,
     /// `warden_request_duration_seconds{route}`.
     pub request_duration: Histogram,
-    /// `warden_upstream_duration_seconds{route}`.
-    pub upstream_duration: Histogram,
+    /// `warden_upstream_duration_seconds{route}`; `None` where no upstream
+    /// can ever be called.
+    pub upstream_duration: Option<Histogram>,
 }
 
 /// Methods outside the standard set share one label value, so a client

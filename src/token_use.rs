@@ -7,7 +7,8 @@
 //! it notes what the audit needs of the request before it moves on, and when
 //! the response comes back with an [`AuthOutcome`], counts the decision and
 //! writes one `token_use` event for every request that presented a token,
-//! accepted or not. [`TokenUse`] is the one builder of that event; the admin
+//! accepted or not, and leaves the token's `sub` ([`TokenSubject`]) for the
+//! access log when its signature verified. [`TokenUse`] is the one builder of that event; the admin
 //! listener, which has no route stack, writes it directly.
 //!
 //! With `[audit] on_failure = "refuse"`, while the audit log cannot be
@@ -30,6 +31,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use prometheus::{IntCounter, IntCounterVec};
 use tower::{Layer, Service};
 
+use crate::access_log::TokenSubject;
 use crate::audit::{AuditLog, OnFailure};
 use crate::auth::{AuthOutcome, Principal, Reason, bearer_token};
 use crate::body::Body;
@@ -109,7 +111,7 @@ impl TokenUse<'_> {
             },
             reason: self.denied.map_or("ok", Refusal::as_str),
             client_ip: self.client_ip,
-            latency_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms: crate::access_log::millis(self.started.elapsed()),
             jwe: principal
                 .and_then(|p| p.decrypted_with.as_ref())
                 .map(|_| true),
@@ -360,12 +362,20 @@ where
                 };
             }
         };
-        let Ok(response) = std::task::ready!(future.poll(cx));
+        let Ok(mut response) = std::task::ready!(future.poll(cx));
         if let (Some(outcome), Some(facts)) = (
             response.extensions().get::<AuthOutcome>(),
             this.facts.take(),
         ) {
             this.observer.record(outcome, &facts, response.status());
+            let sub = outcome
+                .principal
+                .as_ref()
+                .and_then(|p| p.sub.as_deref())
+                .map(Arc::<str>::from);
+            if let Some(sub) = sub {
+                response.extensions_mut().insert(TokenSubject(sub));
+            }
         }
         Poll::Ready(Ok(response))
     }

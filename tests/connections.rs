@@ -215,6 +215,7 @@ async fn answer(state: &ProviderState, request: Request<Incoming>) -> Response<T
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         != Some(&expected)
+        || state.reject_client.load(Ordering::SeqCst)
     {
         return reply(401, json!({"error": "invalid_client"}));
     }
@@ -740,6 +741,31 @@ async fn a_refused_refresh_answers_connection_required_and_removes_the_record() 
             .status,
         StatusCode::OK
     );
+
+    // The provider refuses warden itself (its client secret changed): not
+    // the user's fault, so 502 and the record stays.
+    setup
+        .provider
+        .state
+        .reject_client
+        .store(true, Ordering::SeqCst);
+    let failed = call(&base, "/repos/1", Method::GET, Some(&alice), false).await;
+    assert_json_error(&failed, 502, "upstream_credential_unavailable");
+    setup
+        .provider
+        .state
+        .reject_client
+        .store(false, Ordering::SeqCst);
+    let metrics = scrape(gateway.admin).await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"warden_connection_refresh_total{connection="github",result="error"}"#
+        ),
+        1.0
+    );
+
+    // The provider refuses the user's grant: the user must connect again.
     setup
         .provider
         .state

@@ -437,14 +437,17 @@ async fn a_valid_token_without_the_routes_scope_or_claim_is_403_insufficient_sco
         let token = f.hs.token(&claims(json!({ "tenant": tenant })));
         let reply = get_bearer(&url, &token).await;
         assert_json_error(&reply, 403, "insufficient_scope");
-        let challenge = reply.header("www-authenticate").unwrap();
-        assert!(
-            challenge.starts_with("Bearer realm=\"warden\", error=\"insufficient_scope\""),
-            "{challenge}"
+        // SPEC §15: the route's scopes, and the claim by its name.
+        assert_eq!(
+            reply.header("www-authenticate"),
+            Some(
+                "Bearer realm=\"warden\", error=\"insufficient_scope\", scope=\"orders:read\", \
+                 error_description=\"required claim 'tenant' is missing or not allowed\""
+            )
         );
         assert_eq!(
             reply.json()["error_description"],
-            "a required claim is missing or not allowed"
+            "required claim 'tenant' is missing or not allowed"
         );
         assert_eq!(
             token_use(&f.audit, &reply).await["reason"],

@@ -33,6 +33,9 @@ pub struct ValidationSettings {
     pub max_token_bytes: usize,
     /// Entries in the verified-token cache.
     pub cache_entries: u64,
+    /// The longest lifetime a token may claim, `exp` after `iat` (or
+    /// after now, without `iat`): SPEC §15.
+    pub max_token_lifetime: Duration,
 }
 
 impl Default for ValidationSettings {
@@ -43,6 +46,7 @@ impl Default for ValidationSettings {
             // About 15 MiB at most: enough for the clients in flight, bounded
             // when every request brings a new token.
             cache_entries: 10_000,
+            max_token_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct Authenticator {
     admission: CacheAdmission,
     leeway: i64,
     max_token_bytes: usize,
+    /// `max_token_lifetime`, in seconds.
+    max_lifetime: i64,
     cache_hit: IntCounter,
     cache_miss: IntCounter,
 }
@@ -148,6 +154,7 @@ impl Authenticator {
             admission: CacheAdmission::new(settings.cache_entries),
             leeway: i64::try_from(settings.leeway.as_secs()).unwrap_or(i64::MAX),
             max_token_bytes: settings.max_token_bytes,
+            max_lifetime: i64::try_from(settings.max_token_lifetime.as_secs()).unwrap_or(i64::MAX),
             cache_hit: metrics.token_cache_requests.with_label_values(&["hit"]),
             cache_miss: metrics.token_cache_requests.with_label_values(&["miss"]),
         }
@@ -314,6 +321,11 @@ impl Authenticator {
             self.verify_signed(token).await
         };
         let principal = Arc::new(verified?);
+        // Own and trusted tokens alike, encrypted or not; checked once,
+        // before the cache: a lifetime does not grow while it is cached.
+        if let Err(rejection) = principal.check_lifetime(unix_now(), self.max_lifetime) {
+            return Err((rejection, Some(principal)));
+        }
         if self.admission.admit(&cache_key) {
             self.cache.insert(cache_key, principal.clone());
         }

@@ -52,6 +52,8 @@ pub enum Reason {
     TokenExpired,
     /// `nbf` or `iat` is in the future.
     TokenNotYetValid,
+    /// `exp` lies further than `max_token_lifetime` after `iat` (or now).
+    LifetimeTooLong,
     /// `iss` is not the issuer the key belongs to.
     IssuerMismatch,
     /// `aud` holds none of the issuer's audiences.
@@ -88,6 +90,7 @@ impl Reason {
             Reason::SignatureInvalid => "signature_invalid",
             Reason::TokenExpired => "token_expired",
             Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::LifetimeTooLong => "lifetime_too_long",
             Reason::IssuerMismatch => "issuer_mismatch",
             Reason::AudienceMismatch => "audience_mismatch",
             Reason::TokenRevoked => "token_revoked",
@@ -225,6 +228,17 @@ impl Principal {
                 Reason::TokenNotYetValid,
                 "token issued in the future",
             ));
+        }
+        Ok(())
+    }
+
+    /// Whether the token's lifetime is at most `max` seconds (SPEC §15):
+    /// `exp` minus `iat`, or minus `now` for a token without `iat`. An
+    /// `exp` of `1e300` (read as the largest time) never passes.
+    pub fn check_lifetime(&self, now: i64, max: i64) -> Result<(), Rejection> {
+        let from = self.iat.unwrap_or(now);
+        if self.exp.saturating_sub(from) > max {
+            return Err(reject(Reason::LifetimeTooLong, "token lifetime too long"));
         }
         Ok(())
     }

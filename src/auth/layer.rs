@@ -19,9 +19,8 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 
 use super::authenticator::Authenticator;
-use super::jwt::{Reason, Rejection};
 use super::outcome::AuthOutcome;
-use super::rejection::{bearer_token, rejection_response};
+use super::rejection::{bearer_token, forbidden_response, rejection_response};
 use super::scopes::RouteAuthz;
 use crate::body::{Body, HttpService};
 use crate::execution_key::ExecutionKey;
@@ -94,18 +93,11 @@ impl Service<Request<Body>> for JwtAuth {
                     reason = denied.reason.as_str(),
                     "token lacks what the route requires"
                 );
-                let description = match denied.reason {
-                    Reason::ClaimMismatch => "a required claim is missing or not allowed",
-                    _ => "the token lacks a required scope",
-                };
-                let rejection = Rejection {
-                    reason: denied.reason,
-                    description,
-                };
-                // The scope attribute names scopes; a claim mismatch is not one.
-                let needed =
-                    (denied.reason == Reason::InsufficientScope).then_some(denied.needed.as_str());
-                let mut response = rejection_response(rejection, needed, execution_key(&request));
+                let mut response = forbidden_response(
+                    &denied.needed,
+                    denied.claim.as_deref(),
+                    execution_key(&request),
+                );
                 let outcome = AuthOutcome::denied(denied.reason, Some(principal));
                 response.extensions_mut().insert(outcome);
                 return Ok(response);

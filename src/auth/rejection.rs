@@ -6,7 +6,7 @@
 //! refusal, with its `WWW-Authenticate` challenge and the execution key:
 //! 401 without an error code for a missing token, 400 `invalid_request`,
 //! 401 `invalid_token` saying what failed, 403 `insufficient_scope` naming
-//! the scopes needed.
+//! the scopes needed and, in [`forbidden_response`], the claim missing.
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
@@ -75,11 +75,7 @@ pub fn rejection_response(
             "Bearer realm=\"warden\", error=\"invalid_request\"".to_owned(),
         ),
         Reason::InsufficientScope | Reason::ClaimMismatch => {
-            let mut challenge = "Bearer realm=\"warden\", error=\"insufficient_scope\"".to_owned();
-            if let Some(scope) = needed_scope.filter(|s| !s.is_empty()) {
-                challenge.push_str(&format!(", scope=\"{scope}\""));
-            }
-            (StatusCode::FORBIDDEN, "insufficient_scope", challenge)
+            return forbidden_response(needed_scope.unwrap_or(""), None, key);
         }
         Reason::Malformed
         | Reason::TokenTooLarge
@@ -89,6 +85,7 @@ pub fn rejection_response(
         | Reason::SignatureInvalid
         | Reason::TokenExpired
         | Reason::TokenNotYetValid
+        | Reason::LifetimeTooLong
         | Reason::IssuerMismatch
         | Reason::AudienceMismatch
         | Reason::TokenRevoked
@@ -110,6 +107,60 @@ pub fn rejection_response(
             .insert(header::WWW_AUTHENTICATE, value);
     }
     response
+}
+
+/// The 403 `insufficient_scope` answer (SPEC §4, §15). The challenge
+/// carries `scope=` with the scopes the route needs for the method: left
+/// out only when the route needs none and no claim failed; present, though
+/// possibly empty, when `claim` names a failed `require_claims` rule, which
+/// `error_description` (header and body) then names too.
+pub fn forbidden_response(
+    needed_scope: &str,
+    claim: Option<&str>,
+    key: Option<&ExecutionKey>,
+) -> Response<Body> {
+    let mut challenge = "Bearer realm=\"warden\", error=\"insufficient_scope\"".to_owned();
+    if claim.is_some() || !needed_scope.is_empty() {
+        challenge.push_str(&format!(", scope=\"{}\"", challenge_text(needed_scope)));
+    }
+    let description = match claim {
+        Some(claim) => {
+            let description = format!("required claim '{claim}' is missing or not allowed");
+            challenge.push_str(&format!(
+                ", error_description=\"{}\"",
+                challenge_text(&description)
+            ));
+            std::borrow::Cow::Owned(description)
+        }
+        None => std::borrow::Cow::Borrowed("the token lacks a required scope"),
+    };
+    let mut response = json_error(
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        &description,
+        key,
+    );
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+/// `text` within the characters RFC 6750 §3 allows in a quoted
+/// `error_description` or `scope` (printable ASCII but `"` and `\`).
+fn challenge_text(text: &str) -> std::borrow::Cow<'_, str> {
+    let allowed = |c: char| c == ' ' || (c.is_ascii_graphic() && c != '"' && c != '\\');
+    if text.chars().all(allowed) {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(
+            text.chars()
+                .map(|c| if allowed(c) { c } else { '?' })
+                .collect(),
+        )
+    }
 }
 
 #[cfg(test)]

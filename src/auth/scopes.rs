@@ -30,6 +30,8 @@ pub struct Denied {
     pub reason: Reason,
     /// Every scope the route requires for the method, space-separated.
     pub needed: String,
+    /// The `require_claims` claim that failed, for a claim mismatch.
+    pub claim: Option<String>,
 }
 
 impl RouteAuthz {
@@ -48,8 +50,9 @@ impl RouteAuthz {
         let missing = self
             .required_scopes(method)
             .any(|needed| !principal.scopes.iter().any(|held| held == needed));
-        let denied = |reason| Denied {
+        let denied = |reason, claim: Option<&String>| Denied {
             reason,
+            claim: claim.cloned(),
             needed: self
                 .required_scopes(method)
                 .map(String::as_str)
@@ -57,11 +60,11 @@ impl RouteAuthz {
                 .join(" "),
         };
         if missing {
-            return Err(denied(Reason::InsufficientScope));
+            return Err(denied(Reason::InsufficientScope, None));
         }
         for (claim, allowed) in &self.require_claims {
             if !claim_matches(principal.claims.get(claim), allowed) {
-                return Err(denied(Reason::ClaimMismatch));
+                return Err(denied(Reason::ClaimMismatch, Some(claim)));
             }
         }
         Ok(())
@@ -133,7 +136,8 @@ mod tests {
             denied,
             Err(Denied {
                 reason: Reason::InsufficientScope,
-                needed: "orders:read orders:write".into()
+                needed: "orders:read orders:write".into(),
+                claim: None,
             })
         );
     }
@@ -149,8 +153,12 @@ mod tests {
         ] {
             let p = principal(serde_json::json!({"scope": "orders:read", "tenant": tenant}));
             assert_eq!(
-                authz().check(&p, &Method::GET).map_err(|d| d.reason),
-                Err(Reason::ClaimMismatch)
+                authz().check(&p, &Method::GET),
+                Err(Denied {
+                    reason: Reason::ClaimMismatch,
+                    needed: "orders:read".into(),
+                    claim: Some("tenant".into()),
+                })
             );
         }
     }

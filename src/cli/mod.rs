@@ -171,6 +171,13 @@ pub fn token(
             "warning: key {kid:?} is generated at start-up, so a running gateway holds another key and will refuse this token"
         );
     }
+    if let Some(asked) = ttl.filter(|t| *t > settings.max_ttl) {
+        eprintln!(
+            "warning: --ttl {} is longer than issuer.max_ttl; the token lives {} (raise issuer.max_ttl for longer tokens)",
+            humantime::format_duration(asked),
+            humantime::format_duration(settings.max_ttl)
+        );
+    }
     let issuer = crate::auth::issue::TokenIssuer::new(settings, key).ok_or(CliError::CannotSign)?;
     let scopes: Vec<String> = scope.split_ascii_whitespace().map(str::to_owned).collect();
     let grant = crate::auth::issue::Grant {

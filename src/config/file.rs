@@ -172,6 +172,7 @@ pub(crate) struct IssuerFile {
 pub(crate) struct ValidationFile {
     pub leeway: Option<String>,
     pub max_token_bytes: Option<u64>,
+    pub max_token_lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -17,6 +17,7 @@
 //! `*Settings` structs owned by the modules that use them.
 
 mod file;
+pub mod reference;
 mod validate;
 
 use std::fmt;
@@ -77,6 +78,21 @@ impl Config {
     /// Reads and validates the file at `path`; relative paths in it start at
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let (text, origin) = Self::read(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate::parse(&text, &origin, base)
+    }
+
+    /// [`Config::load`], and every environment variable (`*_env`) and file
+    /// (`*_file`) the config names must exist: what `warden check` and
+    /// `warden run` load, so that `check` fails wherever `run` would.
+    pub fn load_with_references(path: &Path) -> Result<Config, ConfigError> {
+        let (text, origin) = Self::read(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        validate::parse_with_references(&text, &origin, base)
+    }
+
+    fn read(path: &Path) -> Result<(String, String), ConfigError> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
             problems: vec![Problem {
@@ -88,8 +104,7 @@ impl Config {
                     .into(),
             }],
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        validate::parse(&text, &origin, base)
+        Ok((text, origin))
     }
 
     /// Validates `text`; `origin` names it in messages (a path, or "test");

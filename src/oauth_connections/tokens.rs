@@ -271,6 +271,14 @@ impl OauthConnections {
                 Ok(cached(&fresh, now))
             }
             Err(provider::GrantError::Refused { status, error }) => {
+                // Another replica may have refreshed (and rotated) first:
+                // then the record holds a refresh token other than ours.
+                if let Ok(Some(newer)) = self.vault.get(id).await
+                    && let Ok(current) = open_record(&self.sealer, &newer)
+                    && current.refresh_token.as_ref() != Some(&refresh_token)
+                {
+                    return Ok(cached(&current, newer.refreshed));
+                }
                 self.refresh_total
                     .with_label_values(&[label, "refused"])
                     .inc();

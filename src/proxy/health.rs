@@ -50,6 +50,8 @@ pub struct Target {
     /// The `Host` header an HTTP/1.1 request to it carries, made once:
     /// the host, and the port unless it is the scheme's default.
     pub host: Option<http::HeaderValue>,
+    /// `scheme://host:port`, as the access log and metrics name it.
+    pub address: std::sync::Arc<str>,
     consecutive_failures: AtomicU32,
     /// Milliseconds since [`Targets::epoch`] until which it is skipped.
     skipped_until: AtomicU64,
@@ -95,6 +97,7 @@ impl Targets {
                 Target {
                     uri: uri.clone(),
                     host: host_header(uri),
+                    address: target_label(uri).into(),
                     consecutive_failures: AtomicU32::new(0),
                     skipped_until: AtomicU64::new(0),
                     active_down: AtomicBool::new(false),
@@ -145,7 +148,7 @@ impl Targets {
                 + u64::try_from(self.settings.cooldown.as_millis()).unwrap_or(u64::MAX);
             target.skipped_until.store(until, Ordering::Relaxed);
             target.consecutive_failures.store(0, Ordering::Relaxed);
-            tracing::warn!(target = %target.uri, cooldown_ms = until - self.now_ms(), "upstream target skipped after repeated connection failures");
+            tracing::warn!(upstream = %target.uri, cooldown_ms = until - self.now_ms(), "upstream target skipped after repeated connection failures");
             target.up.set(0);
         }
     }
@@ -189,7 +192,7 @@ impl Targets {
                 };
                 let was_down = target.active_down.swap(!healthy, Ordering::Relaxed);
                 if was_down == healthy {
-                    tracing::info!(target = %target.uri, healthy, "upstream health check changed");
+                    tracing::info!(upstream = %target.uri, healthy, "upstream health check changed");
                 }
                 self.refresh_gauge(target);
             }

@@ -11,7 +11,7 @@
 //! body the client framed wrong or cut short → 400 `bad_request`.
 //!
 //! It reads [`ExecutionKey`] from the request extensions and writes
-//! [`UpstreamTiming`] into the response extensions.
+//! [`UpstreamTiming`] and [`UpstreamAddress`] into the response extensions.
 
 mod echo;
 pub mod headers;
@@ -27,7 +27,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use tower::Service;
 
-use crate::access_log::UpstreamTiming;
+use crate::access_log::{UpstreamAddress, UpstreamTiming};
 use crate::body::{self, Body, BodyTooLarge, ClientBodyError};
 use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
@@ -271,6 +271,7 @@ impl Service<Request<Body>> for Proxy {
             let sent =
                 tokio::time::timeout(inner.timeout, inner.client.client.request(request)).await;
             let elapsed = started.elapsed();
+            let address = UpstreamAddress(chosen.address.clone());
             let response = match sent {
                 Ok(Ok(response)) => {
                     targets.succeeded(chosen);
@@ -294,13 +295,14 @@ impl Service<Request<Body>> for Proxy {
                     )
                     .into_response(key.as_ref());
                     response.extensions_mut().insert(UpstreamTiming(elapsed));
+                    response.extensions_mut().insert(address);
                     return Ok(response);
                 }
                 Ok(Err(err)) => {
                     if err.is_connect() {
                         targets.failed(chosen);
                     }
-                    tracing::warn!(error = %error_chain(&err), target = %chosen.uri, "upstream request failed");
+                    tracing::warn!(error = %error_chain(&err), upstream = %chosen.uri, "upstream request failed");
                     let description = if err.is_connect() {
                         "the upstream could not be reached"
                     } else {
@@ -309,6 +311,7 @@ impl Service<Request<Body>> for Proxy {
                     let mut response = GatewayError::new(ErrorCode::BadGateway, description)
                         .into_response(key.as_ref());
                     response.extensions_mut().insert(UpstreamTiming(elapsed));
+                    response.extensions_mut().insert(address);
                     return Ok(response);
                 }
                 Err(_) => {
@@ -322,12 +325,14 @@ impl Service<Request<Body>> for Proxy {
                     )
                     .into_response(key.as_ref());
                     response.extensions_mut().insert(UpstreamTiming(elapsed));
+                    response.extensions_mut().insert(address);
                     return Ok(response);
                 }
             };
             let (mut parts, incoming) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers);
             parts.extensions.insert(UpstreamTiming(elapsed));
+            parts.extensions.insert(address);
             Ok(Response::from_parts(parts, body::boxed(incoming)))
         })
     }

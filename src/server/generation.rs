@@ -532,6 +532,13 @@ impl Reloader {
                     .swap(generation, &self.persistent.metrics.upstream_up);
                 self.ok.inc();
                 tracing::info!(config_sha256 = %hash, routes = config.routes.len(), "config reloaded");
+                // `generate = true` makes a new key at every load.
+                for key in config.keys.iter().filter(|k| k.ephemeral) {
+                    tracing::warn!(
+                        kid = %key.kid,
+                        "the reload replaced the generated key: every token the previous one signed stops verifying (use private_key_file to keep tokens across reloads)"
+                    );
+                }
                 Ok(hash)
             }
             Err(err) => {

@@ -31,6 +31,7 @@ use crate::credentials::Credentials;
 use crate::credentials::inject::InjectCredentialLayer;
 use crate::error::{CatchPanicLayer, ErrorCode, GatewayError};
 use crate::execution_key::{ExecutionKey, ExecutionKeyLayer};
+use crate::grpc::GrpcRejectionLayer;
 use crate::metrics::Metrics;
 use crate::oauth_connections::OauthConnections;
 use crate::oauth_connections::endpoints::{Endpoint as ConnectionEndpoint, EndpointService};
@@ -93,6 +94,9 @@ pub fn build(config: &Config, parts: &Components) -> GatewayStack {
         .option_layer(ClientAddressLayer::new(&config.server.trusted_proxies))
         // Sees every request, so the access log and metrics count rejections too.
         .layer(AccessLogLayer::new(parts.metrics.clone()))
+        // Inside the access log (which logs the grpc-status sent), outside
+        // every refusal: a gRPC call refused by the gateway gets a gRPC status.
+        .layer(GrpcRejectionLayer)
         // Inside the access log: a panic becomes a 500 that is logged and counted.
         .layer(CatchPanicLayer)
         // One framing only, before anything reads the body; outside the
@@ -128,9 +132,14 @@ fn dispatcher(
     background: &mut Background,
 ) -> Dispatcher<RouteService> {
     let deadline = RequestDeadlineLayer::new(config.server.request_timeout);
-    let matched = |name: &str| MatchedRoute {
+    // No upstream series where no upstream can ever be called.
+    let matched = |name: &str, upstream: bool| MatchedRoute {
         name: name.into(),
-        metrics: parts.metrics.for_route(name),
+        metrics: if upstream {
+            parts.metrics.for_route(name)
+        } else {
+            parts.metrics.for_endpoint(name)
+        },
     };
     let mut builtin: Vec<(String, RouteEntry<RouteService>)> = parts
         .endpoints
@@ -149,7 +158,7 @@ fn dispatcher(
                 ))
                 .service(parts.endpoints.service(endpoint));
             let entry = RouteEntry {
-                observed: matched(endpoint.route_name()),
+                observed: matched(endpoint.route_name(), false),
                 service,
             };
             (path, entry)
@@ -162,7 +171,7 @@ fn dispatcher(
         .iter()
         .map(|route| {
             let entry = RouteEntry {
-                observed: matched(&route.name),
+                observed: matched(&route.name, route.upstream != Upstream::Echo),
                 service: route_stack(route, config, parts, &claim_headers, background),
             };
             (route.key.clone(), entry)

@@ -6,7 +6,9 @@
 //! id and key for client credentials). The body, at most 64 KiB, is empty, a
 //! JSON object with an optional `scope`, or an
 //! `application/x-www-form-urlencoded` form with `grant_type` and `scope`
-//! (RFC 6749 §4.4). The only grant taken is `client_credentials`.
+//! (RFC 6749 §4.4). The only grant taken is `client_credentials`, whose
+//! client may also post its `client_id` and `client_secret` in the form
+//! (`client_secret_post`, RFC 6749 §2.3.1), but not beside another method.
 //!
 //! Produces the 400 `invalid_request` / `unsupported_grant_type` and
 //! 401 `invalid_client` failures of a malformed request, as [`Failure`]s.
@@ -70,8 +72,8 @@ pub(super) async fn read(
         .map_err(|_| {
             Failure::bad_request("invalid_request", "the request body could not be read")
         })?;
-    let (grant_type, scope) = body_fields(media_type(&parts.headers).as_deref(), &body)?;
-    let client_credentials = match grant_type.as_deref() {
+    let fields = body_fields(media_type(&parts.headers).as_deref(), &body)?;
+    let client_credentials = match fields.grant_type.as_deref() {
         None => false,
         Some("client_credentials") => true,
         Some(_) => {
@@ -81,6 +83,13 @@ pub(super) async fn read(
             ));
         }
     };
+    let presented = client_secret_post(
+        presented,
+        fields.client_id,
+        fields.client_secret,
+        client_credentials,
+    )?;
+    let scope = fields.scope;
     Ok(LoginRequest {
         presented,
         client_credentials,
@@ -133,28 +142,80 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-/// `grant_type` and `scope` of a body of `media_type`. A body without a
-/// media type is read as JSON, since clients that send one rarely label it.
-fn body_fields(
-    media_type: Option<&str>,
-    body: &[u8],
-) -> Result<(Option<String>, Option<String>), Failure> {
+/// What a login body says: the grant, the scope asked for, and the client's
+/// credentials when it posts them (`client_secret_post`).
+#[derive(Default)]
+struct BodyFields {
+    grant_type: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<Zeroizing<String>>,
+}
+
+/// The client's credentials once the body's are taken into account (RFC
+/// 6749 §2.3.1: `client_id` and `client_secret` in the form, for the
+/// client-credentials grant). A client uses one method only (§2.3): a
+/// `client_secret` beside Basic or the API-key header, or a body
+/// `client_id` that is not the Basic one, is `invalid_request`. Posted
+/// credentials become the same [`Presented::Basic`] as Basic's, so they
+/// take the same constant-time check.
+fn client_secret_post(
+    presented: Presented,
+    client_id: Option<String>,
+    client_secret: Option<Zeroizing<String>>,
+    client_credentials: bool,
+) -> Result<Presented, Failure> {
+    let one_method = || {
+        Failure::bad_request(
+            "invalid_request",
+            "use one client authentication method: Basic or client_id and client_secret in the body, not both",
+        )
+    };
+    match (presented, client_id, client_secret) {
+        (presented, None, None) => Ok(presented),
+        (Presented::None, _, _) if !client_credentials => Err(Failure::bad_request(
+            "invalid_request",
+            "client_id and client_secret are read only with grant_type=client_credentials",
+        )),
+        (Presented::None, client_id, client_secret) => Ok(Presented::Basic {
+            user: client_id.unwrap_or_default(),
+            secret: client_secret.unwrap_or_default(),
+        }),
+        (Presented::Basic { user, secret }, Some(client_id), None) if client_id == user => {
+            Ok(Presented::Basic { user, secret })
+        }
+        (Presented::Basic { .. } | Presented::ApiKey(_), _, _) => Err(one_method()),
+    }
+}
+
+/// The fields of a body of `media_type`. A body without a media type is
+/// read as JSON, since clients that send one rarely label it.
+fn body_fields(media_type: Option<&str>, body: &[u8]) -> Result<BodyFields, Failure> {
     match media_type {
         Some("application/x-www-form-urlencoded") => {
-            let fields = form_fields(body);
-            let get = |name: &str| {
-                fields
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, v)| v.clone())
-            };
-            Ok((get("grant_type"), get("scope")))
+            let mut fields = BodyFields::default();
+            for (name, value) in form_fields(body) {
+                match name.as_str() {
+                    "grant_type" => fields.grant_type.get_or_insert(value),
+                    "scope" => fields.scope.get_or_insert(value),
+                    "client_id" => fields.client_id.get_or_insert(value),
+                    "client_secret" => fields
+                        .client_secret
+                        .get_or_insert_with(|| Zeroizing::new(value))
+                        .as_mut(),
+                    _ => continue,
+                };
+            }
+            Ok(fields)
         }
-        _ if body.is_empty() => Ok((None, None)),
+        _ if body.is_empty() => Ok(BodyFields::default()),
         Some("application/json") | None => match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(map)) => match map.get("scope") {
-                None => Ok((None, None)),
-                Some(Value::String(s)) => Ok((None, Some(s.clone()))),
+                None => Ok(BodyFields::default()),
+                Some(Value::String(s)) => Ok(BodyFields {
+                    scope: Some(s.clone()),
+                    ..BodyFields::default()
+                }),
                 Some(_) => Err(Failure::bad_request(
                     "invalid_request",
                     "scope must be a string",
@@ -182,11 +243,13 @@ mod tests {
             Some("application/x-www-form-urlencoded"),
             b"grant_type=client_credentials&scope=orders%3Aread+orders%3Awrite",
         );
+        let fields = fields.ok().map(|f| (f.grant_type, f.scope, f.client_id));
         assert_eq!(
-            fields.ok(),
+            fields,
             Some((
                 Some("client_credentials".to_owned()),
-                Some("orders:read orders:write".to_owned())
+                Some("orders:read orders:write".to_owned()),
+                None
             ))
         );
     }

@@ -214,10 +214,46 @@ pub(super) fn build_validation(
             "use e.g. 8192",
         );
     }
+    let max_token_lifetime = duration(
+        report,
+        &base.key("max_token_lifetime"),
+        file.max_token_lifetime.as_deref(),
+        defaults.max_token_lifetime,
+    );
+    if max_token_lifetime < Duration::from_secs(60) {
+        report.problem(
+            &base.key("max_token_lifetime"),
+            "is shorter than a minute",
+            "a bound on how long tokens may live: use e.g. \"24h\" (the default) or \"1h\"",
+        );
+    }
     ValidationSettings {
         leeway,
         max_token_bytes: usize::try_from(max_token_bytes).unwrap_or(usize::MAX),
         cache_entries: defaults.cache_entries,
+        max_token_lifetime,
+    }
+}
+
+/// The gateway's own tokens must pass its own `max_token_lifetime`:
+/// `issuer.max_ttl` (the longest `warden token --ttl` and login may give)
+/// may not exceed it.
+pub(super) fn check_issued_lifetime(
+    report: &mut Report<'_>,
+    issuer: Option<&IssuerSettings>,
+    validation: &ValidationSettings,
+) {
+    if let Some(issuer) = issuer
+        && issuer.max_ttl > validation.max_token_lifetime
+    {
+        report.problem(
+            &KeyPath::default().key("issuer").key("max_ttl"),
+            format!(
+                "is longer than validation.max_token_lifetime ({})",
+                humantime::format_duration(validation.max_token_lifetime)
+            ),
+            "tokens that long would be refused by the gateway itself: shorten max_ttl or raise max_token_lifetime",
+        );
     }
 }
 

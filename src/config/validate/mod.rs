@@ -19,6 +19,8 @@
 //! - `routes.rs`: `[[routes]]`
 //! - `report.rs`: key paths, the report, and the value checks several
 //!   sections share
+//! - `references.rs`: the variables and files the config names exist
+//!   (for `warden check` and `run` only)
 //!
 //! A new section gets its `*File` struct in `file.rs`, an arm in
 //! [`read_sections`] (and its name in [`SECTIONS`]), a file here with its
@@ -31,6 +33,7 @@ mod credentials;
 mod jwe_keys;
 mod login;
 mod oauth_connections;
+mod references;
 mod report;
 mod routes;
 mod server;
@@ -70,6 +73,25 @@ struct Sections {
 }
 
 pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigError> {
+    parse_with(text, origin, base, false)
+}
+
+/// [`parse`], then every variable and file the config refers to must
+/// exist (`references.rs`): what `warden check` and `warden run` load.
+pub(super) fn parse_with_references(
+    text: &str,
+    origin: &str,
+    base: &Path,
+) -> Result<Config, ConfigError> {
+    parse_with(text, origin, base, true)
+}
+
+fn parse_with(
+    text: &str,
+    origin: &str,
+    base: &Path,
+    references: bool,
+) -> Result<Config, ConfigError> {
     let mut report = Report::new(origin, base, text);
     let root = match DeTable::parse(text) {
         Ok(root) => root,
@@ -86,12 +108,16 @@ pub(super) fn parse(text: &str, origin: &str, base: &Path) -> Result<Config, Con
     };
     let table = root.into_inner();
     let sections = read_sections(&mut report, &table);
+    let walked = references.then(|| table.clone());
     report.root = Some(DeValue::Table(table));
     let config = build(&mut report, sections);
+    if let Some(table) = walked {
+        references::check(&mut report, &table, &config);
+    }
     report.finish(config)
 }
 
-const SECTIONS: &str = "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, oauth_connections, shared_state, routes";
+pub(super) const SECTIONS: &str = "server, log, audit, keys, issuer, validation, trusted_issuers, login, credentials, oauth_connections, shared_state, routes";
 
 /// Deserializes every element of an array of tables (`[[name]]`).
 fn array_section<'a, T: DeserializeOwned>(
@@ -183,7 +209,14 @@ fn read_sections<'a>(report: &mut Report<'a>, table: &DeTable<'a>) -> Sections {
                     name.span().start,
                     other,
                     format!("unknown section `{other}`"),
-                    format!("remove it or correct its name; the known sections are: {SECTIONS}"),
+                    match report::did_you_mean(other, SECTIONS.split(", ")) {
+                        Some(meant) => {
+                            format!("did you mean `{meant}`? the known sections are: {SECTIONS}")
+                        }
+                        None => format!(
+                            "remove it or correct its name; the known sections are: {SECTIONS}"
+                        ),
+                    },
                 );
             }
         }
@@ -197,6 +230,7 @@ fn build(report: &mut Report<'_>, sections: Sections) -> Config {
     let (keys, jwe) = auth::build_keys(report, sections.keys);
     let issuer = auth::build_issuer(report, sections.issuer, &keys, &jwe);
     let validation = auth::build_validation(report, sections.validation);
+    auth::check_issued_lifetime(report, issuer.as_ref(), &validation);
     let trusted_issuers = auth::build_trusted_issuers(report, sections.trusted_issuers);
     let (routes, route_paths) = routes::build_routes(report, sections.routes, &server);
     let login = sections

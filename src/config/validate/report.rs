@@ -162,12 +162,17 @@ impl<'a> Report<'a> {
 
     pub(super) fn toml_error(&mut self, path: &KeyPath, err: &toml::de::Error, fix: &str) {
         let location = err.span().map(|span| self.location_of_offset(span.start));
+        let message = err.message().trim_end();
+        let fix = match unknown_name_suggestion(message) {
+            Some(suggestion) => format!("did you mean `{suggestion}`? {fix}"),
+            None => fix.to_owned(),
+        };
         self.problems.push(Problem {
             origin: self.origin.to_owned(),
             location: location.or_else(|| self.locate(path)),
             key: path.render(),
-            message: err.message().trim_end().to_owned(),
-            fix: fix.into(),
+            message: human_types(message),
+            fix,
         });
     }
 
@@ -228,6 +233,85 @@ pub(super) fn duration(
     }
 }
 
+/// The name among `known` that `name` was most likely meant to be: the
+/// closest by edit distance (transpositions count once), if close enough
+/// to be a typo (`request_timout` → `request_timeout`, `lisen` → `listen`).
+pub(super) fn did_you_mean<'k>(
+    name: &str,
+    known: impl IntoIterator<Item = &'k str>,
+) -> Option<&'k str> {
+    let allowed = (name.chars().count() / 3).clamp(1, 3);
+    known
+        .into_iter()
+        .map(|candidate| (strsim::damerau_levenshtein(name, candidate), candidate))
+        .filter(|(distance, _)| *distance <= allowed)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+/// The suggestion for serde's ``unknown field `x`, expected one of `a`, `b` ``
+/// (or ``unknown variant …``): the known name closest to `x`, if any is close.
+fn unknown_name_suggestion(message: &str) -> Option<&str> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (name, expected) = rest.split_once('`')?;
+    let known = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|candidate| !candidate.is_empty());
+    did_you_mean(name, known)
+}
+
+/// serde's type names in a message, as a person who writes TOML reads
+/// them: `expected u64` → `expected a whole number (0 or more)`, `a
+/// sequence` → `an array`, `a map` or `struct FooFile` → `a table`.
+pub(super) fn human_types(message: &str) -> String {
+    const NAMES: &[(&str, &str)] = &[
+        ("expected u8", "expected a whole number from 0 to 255"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected u32", "expected a whole number (0 or more)"),
+        ("expected u64", "expected a whole number (0 or more)"),
+        ("expected usize", "expected a whole number (0 or more)"),
+        ("expected i32", "expected a whole number"),
+        ("expected i64", "expected a whole number"),
+        ("expected f32", "expected a number"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+        ("expected a sequence", "expected an array"),
+        ("expected a map", "expected a table"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("invalid type: map", "invalid type: table"),
+        (
+            "invalid type: floating point",
+            "invalid type: decimal number",
+        ),
+    ];
+    let mut text = message.to_owned();
+    for (rust, human) in NAMES {
+        // Whole words only: `expected u8` must not rewrite `expected u80`.
+        let mut from = 0;
+        while let Some(at) = text[from..].find(rust).map(|i| i + from) {
+            let end = at + rust.len();
+            let whole = !text[end..].starts_with(|c: char| c.is_ascii_alphanumeric());
+            if whole {
+                text.replace_range(at..end, human);
+                from = at + human.len();
+            } else {
+                from = end;
+            }
+        }
+    }
+    if let Some(at) = text.find("expected struct ") {
+        let name_end = text[at + 16..]
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .map_or(text.len(), |i| i + at + 16);
+        text.replace_range(at..name_end, "expected a table");
+    }
+    text
+}
+
 /// Reports each entry of `scopes` that is not a scope token. Login clients
 /// and routes both list scopes, but each section words its own `fix`.
 pub(super) fn check_scopes(report: &mut Report<'_>, path: &KeyPath, scopes: &[String], fix: &str) {
@@ -253,6 +337,50 @@ pub(super) fn is_path_byte(b: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn typos_get_the_name_they_were_meant_to_be() {
+        use super::{did_you_mean, unknown_name_suggestion};
+        let keys = [
+            "listen",
+            "admin_listen",
+            "request_timeout",
+            "max_body_bytes",
+        ];
+        assert_eq!(
+            did_you_mean("request_timout", keys),
+            Some("request_timeout")
+        );
+        assert_eq!(did_you_mean("lisen", keys), Some("listen"));
+        assert_eq!(did_you_mean("colour", keys), None);
+        assert_eq!(
+            unknown_name_suggestion("unknown field `fromat`, expected `level` or `format`"),
+            Some("format")
+        );
+        assert_eq!(
+            unknown_name_suggestion("unknown variant `jtw`, expected `jwt` or `none`"),
+            Some("jwt")
+        );
+        assert_eq!(unknown_name_suggestion("missing field `key`"), None);
+    }
+
+    #[test]
+    fn rust_type_names_become_words() {
+        use super::human_types;
+        assert_eq!(
+            human_types("invalid type: string \"x\", expected u64"),
+            "invalid type: string \"x\", expected a whole number (0 or more)"
+        );
+        assert_eq!(
+            human_types("invalid type: integer `1`, expected struct ServerFile"),
+            "invalid type: integer `1`, expected a table"
+        );
+        assert_eq!(
+            human_types("invalid type: map, expected a sequence"),
+            "invalid type: table, expected an array"
+        );
+        assert_eq!(human_types("expected u80"), "expected u80");
+    }
+
     use super::*;
 
     #[test]
