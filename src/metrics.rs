@@ -53,6 +53,10 @@ pub struct MetricFamilies {
     pub credential_refresh: IntCounterVec,
     /// `warden_connection_refresh_total{connection,result}`.
     pub connection_refresh: IntCounterVec,
+    /// `warden_tunnels_active`.
+    pub tunnels_active: IntGauge,
+    /// `warden_tunnels_total{route,end}`.
+    pub tunnels_total: IntCounterVec,
     /// `warden_upstream_up{route,target}`.
     pub upstream_up: prometheus::IntGaugeVec,
     /// `warden_config_reloads_total{result}`.
@@ -149,6 +153,19 @@ impl Metrics {
             &["connection", "result"],
         )?;
         registry.register(Box::new(connection_refresh.clone()))?;
+        let tunnels_active = IntGauge::new(
+            "warden_tunnels_active",
+            "Upgraded connections (WebSocket tunnels) open now.",
+        )?;
+        registry.register(Box::new(tunnels_active.clone()))?;
+        let tunnels_total = IntCounterVec::new(
+            Opts::new(
+                "warden_tunnels_total",
+                "Upgraded connections (WebSocket tunnels) that ended, by route and how (closed, idle, max_duration, shutdown, error).",
+            ),
+            &["route", "end"],
+        )?;
+        registry.register(Box::new(tunnels_total.clone()))?;
         let upstream_up = prometheus::IntGaugeVec::new(
             Opts::new(
                 "warden_upstream_up",
@@ -222,6 +239,8 @@ impl Metrics {
             audit_dropped,
             credential_refresh,
             connection_refresh,
+            tunnels_active,
+            tunnels_total,
             upstream_up,
             config_reloads,
             shared_state_up,

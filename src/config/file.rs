@@ -24,6 +24,8 @@ pub(crate) struct ServerFile {
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<u32>,
     pub max_concurrent_streams: Option<u32>,
+    pub tunnel_idle_timeout: Option<String>,
+    pub tunnel_max_duration: Option<String>,
     pub tls: Option<TlsFile>,
 }
 
@@ -100,6 +102,7 @@ pub(crate) struct RouteFile {
     pub ca_file: Option<String>,
     pub server_name: Option<String>,
     pub upstream_http2: Option<bool>,
+    pub upgrades: Option<Vec<String>>,
     pub health_path: Option<String>,
     pub health_interval: Option<String>,
     pub max_failures: Option<u32>,

@@ -149,6 +149,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub max_concurrent_streams: u32,
+    /// How long upgraded connections (WebSocket tunnels) may live.
+    pub tunnels: crate::proxy::tunnel::TunnelLimits,
     /// `[server.tls]`: TLS on the main listener.
     pub tls: Option<crate::tls::TlsSettings>,
 }
@@ -169,6 +171,7 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             max_connections: 10_000,
             max_concurrent_streams: 128,
+            tunnels: crate::proxy::tunnel::TunnelLimits::default(),
             tls: None,
         }
     }

@@ -5,6 +5,7 @@
 //! reads [`ConnectInfo`](crate::extensions::ConnectInfo) for the client address
 //! and whether the connection was TLS.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Request;
@@ -92,16 +93,31 @@ pub fn remove_ambiguous(headers: &mut HeaderMap) {
 }
 
 /// Applies the header policy to requests on their way upstream.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct ForwardHeadersLayer {
     http2_upstream: bool,
+    upgrades: Option<Arc<[String]>>,
 }
 
 impl ForwardHeadersLayer {
     /// The policy for a route; `http2_upstream` keeps `TE: trailers`, which
     /// gRPC over HTTP/2 needs (and which an HTTP/1.1 hop must not get).
     pub fn new(http2_upstream: bool) -> Self {
-        Self { http2_upstream }
+        Self {
+            http2_upstream,
+            upgrades: None,
+        }
+    }
+
+    /// Lets an HTTP/1.1 `Upgrade` to one of `protocols` through (with
+    /// `Connection: upgrade`) to an HTTP/1.1 upstream; any other `Upgrade`
+    /// goes as the hop-by-hop header it is, so the request arrives as
+    /// plain HTTP (RFC 9110 §7.8 lets a server ignore an upgrade).
+    pub fn with_upgrades(mut self, protocols: Arc<[String]>) -> Self {
+        if !self.http2_upstream && !protocols.is_empty() {
+            self.upgrades = Some(protocols);
+        }
+        self
     }
 }
 
@@ -112,6 +128,7 @@ impl<S> Layer<S> for ForwardHeadersLayer {
         ForwardHeaders {
             inner,
             http2_upstream: self.http2_upstream,
+            upgrades: self.upgrades.clone(),
         }
     }
 }
@@ -121,6 +138,7 @@ impl<S> Layer<S> for ForwardHeadersLayer {
 pub struct ForwardHeaders<S> {
     inner: S,
     http2_upstream: bool,
+    upgrades: Option<Arc<[String]>>,
 }
 
 impl<S, B> Service<Request<B>> for ForwardHeaders<S>
@@ -155,8 +173,23 @@ where
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        let upgrade = match &self.upgrades {
+            Some(allowed) if request.version() == http::Version::HTTP_11 => {
+                super::tunnel::requested_upgrade(request.headers(), allowed)
+            }
+            _ => None,
+        };
+        if let Some(protocol) = &upgrade {
+            request
+                .extensions_mut()
+                .insert(super::tunnel::UpgradeRequested(protocol.clone()));
+        }
         let headers = request.headers_mut();
         remove_hop_by_hop(headers);
+        if let Some(protocol) = upgrade {
+            headers.insert(header::UPGRADE, protocol);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         remove_ambiguous(headers);
         if wants_trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));

@@ -16,6 +16,7 @@
 mod echo;
 pub mod headers;
 pub mod health;
+pub mod tunnel;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use crate::execution_key::ExecutionKey;
 
 pub use headers::ForwardHeadersLayer;
 use health::Targets;
+use tunnel::{Tunnels, UpgradeRequested};
 
 /// Where a route's requests go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +101,8 @@ struct ProxyInner {
     strip_prefix: Option<String>,
     timeout: Duration,
     client: UpstreamClient,
+    /// Where upgraded connections go, and the route's name for them.
+    tunnels: Option<(Arc<Tunnels>, Arc<str>)>,
 }
 
 impl Proxy {
@@ -115,8 +119,18 @@ impl Proxy {
                 strip_prefix,
                 timeout,
                 client,
+                tunnels: None,
             }),
         }
+    }
+
+    /// The same stage, joining upgraded connections (a 101 to an upgrade
+    /// the header policy let through) in `tunnels`, labelled `route`.
+    pub fn with_tunnels(mut self, tunnels: Arc<Tunnels>, route: &str) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.tunnels = Some((tunnels, route.into()));
+        }
+        self
     }
 }
 
@@ -255,6 +269,14 @@ impl Service<Request<Body>> for Proxy {
                 }
             };
             *request.uri_mut() = uri;
+            // An upgrade the header policy let through: the client's side
+            // of the connection is taken now, joined once the upstream
+            // answers 101.
+            let upgrade = request.extensions_mut().remove::<UpgradeRequested>();
+            let client_upgrade = match (&upgrade, &inner.tunnels) {
+                (Some(_), Some(_)) => Some(hyper::upgrade::on(&mut request)),
+                _ => None,
+            };
             if inner.client.http2 {
                 *request.version_mut() = Version::HTTP_2;
             } else {
@@ -329,6 +351,17 @@ impl Service<Request<Body>> for Proxy {
                     return Ok(response);
                 }
             };
+            if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                let mut switched = switch_protocols(
+                    response,
+                    client_upgrade,
+                    inner.tunnels.as_ref(),
+                    key,
+                    elapsed,
+                );
+                switched.extensions_mut().insert(address);
+                return Ok(switched);
+            }
             let (mut parts, incoming) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers);
             parts.extensions.insert(UpstreamTiming(elapsed));
@@ -336,6 +369,38 @@ impl Service<Request<Body>> for Proxy {
             Ok(Response::from_parts(parts, body::boxed(incoming)))
         })
     }
+}
+
+/// The upstream's 101: the answer to an upgrade the client asked for (its
+/// `Upgrade`, `Connection: upgrade`, the protocol's own headers), with the
+/// two connections joined in a tunnel once hyper hands them over; a 101
+/// the client did not ask for is a 502.
+fn switch_protocols(
+    mut response: Response<hyper::body::Incoming>,
+    client: Option<hyper::upgrade::OnUpgrade>,
+    tunnels: Option<&(Arc<Tunnels>, Arc<str>)>,
+    key: Option<ExecutionKey>,
+    elapsed: Duration,
+) -> Response<Body> {
+    let (Some(client), Some((tunnels, route))) = (client, tunnels) else {
+        tracing::warn!("the upstream switched protocols without being asked to");
+        return GatewayError::new(ErrorCode::BadGateway, "the upstream answered 101 unasked")
+            .into_response(key.as_ref());
+    };
+    let upstream = hyper::upgrade::on(&mut response);
+    let (mut parts, _) = response.into_parts();
+    let protocol = parts.headers.get(http::header::UPGRADE).cloned();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    if let Some(protocol) = protocol {
+        parts.headers.insert(http::header::UPGRADE, protocol);
+    }
+    parts.headers.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("upgrade"),
+    );
+    parts.extensions.insert(UpstreamTiming(elapsed));
+    tunnels.open(route.clone(), key, client, upstream);
+    Response::from_parts(parts, body::empty())
 }
 
 /// An error and its sources on one line, for the log.

@@ -55,6 +55,9 @@ pub struct RouteSettings {
     pub upstream_token: Option<crate::auth::upstream_token::UpstreamTokenSettings>,
     /// The route's rate limit, if any.
     pub rate_limit: Option<crate::rate_limit::RateLimitSettings>,
+    /// The `Upgrade` protocols tunnelled to the upstream (`websocket` by
+    /// default), lowercase.
+    pub upgrades: std::sync::Arc<[String]>,
     /// How the upstream is reached: extra trust root, TLS name, HTTP/2.
     pub connection: crate::proxy::ConnectionSettings,
     /// When a target counts as down, and how it is checked.

@@ -65,6 +65,9 @@ pub struct Persistent {
     clients: Mutex<HashMap<(ConnectionSettings, std::time::Duration), UpstreamClient>>,
     /// The OAuth connections' vault and users' tokens in use.
     connections: crate::oauth_connections::lasting::LastingConnections,
+    /// Upgraded connections (WebSocket tunnels), which outlive the
+    /// generation whose route opened them.
+    pub tunnels: Arc<crate::proxy::tunnel::Tunnels>,
 }
 
 impl std::fmt::Debug for Persistent {
@@ -175,6 +178,10 @@ impl Live {
 impl Persistent {
     /// What outlives reloads.
     pub fn new(metrics: Metrics, shared: SharedState, audit: AuditLog) -> Self {
+        let tunnels = Arc::new(crate::proxy::tunnel::Tunnels::new(
+            metrics.tunnels_active.clone(),
+            metrics.tunnels_total.clone(),
+        ));
         Self {
             metrics,
             readiness: Readiness::default(),
@@ -186,6 +193,7 @@ impl Persistent {
             issuers: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
             connections: Default::default(),
+            tunnels,
         }
     }
 
@@ -381,6 +389,7 @@ impl Persistent {
                 "a route injects a connection, but no connections are set up",
             ));
         }
+        self.tunnels.set_limits(config.server.tunnels);
         let mut clients = HashMap::new();
         for route in &config.routes {
             if !clients.contains_key(&route.connection) {
@@ -398,6 +407,7 @@ impl Persistent {
             endpoints,
             credentials: credentials.clone(),
             connections: connections.clone(),
+            tunnels: self.tunnels.clone(),
             rate_limiters: self.rate_limiters(config)?,
             token_issuer: signing_issuer(config).map(Arc::new),
         };

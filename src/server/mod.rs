@@ -365,12 +365,25 @@ impl Gateway {
             "shutting down: no new connections; draining in-flight requests"
         );
         connections.close_all();
-        match tokio::time::timeout(self.settings.shutdown_grace, connections.drained()).await {
+        let tunnels = self.persistent.tunnels.clone();
+        // Tunnels have no requests to finish: they run on until the grace
+        // period ends (or they end on their own), then are closed.
+        let drained = async {
+            connections.drained().await;
+            while tunnels.active() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        match tokio::time::timeout(self.settings.shutdown_grace, drained).await {
             Ok(()) => tracing::info!("all connections drained"),
             Err(_) => {
-                tracing::warn!("shutdown grace period over; closing the remaining connections")
+                tracing::warn!(
+                    open_tunnels = tunnels.active(),
+                    "shutdown grace period over; closing the remaining connections and tunnels"
+                )
             }
         }
+        tunnels.close_all();
         admin_task.abort();
         self.live.stop();
         self.persistent.stop();
@@ -558,7 +571,9 @@ async fn drive<I, S>(
 {
     let activity = admission.activity();
     let service = Tracked::new(service, activity.clone());
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    // With upgrades: a WebSocket handshake's 101 hands the connection over
+    // to its tunnel (`proxy::tunnel`), which outlives this task.
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let ended = connections.drive(&activity, connection).await;
     drop(admission);
     if let Err(err) = ended {

@@ -60,6 +60,8 @@ pub struct Components {
     pub credentials: Arc<Credentials>,
     /// The users' OAuth connections, when configured.
     pub connections: Option<Arc<OauthConnections>>,
+    /// Where upgraded connections (WebSocket) are joined.
+    pub tunnels: Arc<crate::proxy::tunnel::Tunnels>,
     /// The rate-limit counters of each limited route, by route name.
     pub rate_limiters: HashMap<String, RateLimiter>,
     /// Signs the tokens minted for upstreams (`issuer.signing_kid`).
@@ -357,7 +359,9 @@ fn route_stack(
         // Hop-by-hop headers out (with every header the client's Connection
         // names), X-Forwarded-* and X-Execution-Key in. Before the claims and
         // the credential, so a client cannot name the headers they set.
-        .layer(ForwardHeadersLayer::new(route.connection.http2))
+        .layer(
+            ForwardHeadersLayer::new(route.connection.http2).with_upgrades(route.upgrades.clone()),
+        )
         // On every route, public ones too: client-sent copies of any route's
         // forwarded claim headers go, the route's claims come in, and the
         // client's token goes unless the route keeps it.
@@ -416,5 +420,8 @@ fn upstream(
         }
     };
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
-    Either::Left(Proxy::new(targets, strip, route.timeout, client))
+    Either::Left(
+        Proxy::new(targets, strip, route.timeout, client)
+            .with_tunnels(parts.tunnels.clone(), &route.name),
+    )
 }

@@ -97,6 +97,7 @@ fn build_route(
     let (auth, authz) = route_auth(report, path, &file);
     let forward = build_forward(report, path, &file);
     let connection = build_connection(report, path, &file);
+    let upgrades = build_upgrades(report, path, &file);
     let health = build_health(report, path, &file);
     let (inject, inject_connection) = match file
         .inject
@@ -159,6 +160,7 @@ fn build_route(
         forward,
         inject,
         inject_connection,
+        upgrades,
         rate_limit,
         upstream_token,
         connection,
@@ -442,6 +444,45 @@ fn build_health(report: &mut Report<'_>, path: &KeyPath, file: &RouteFile) -> He
         );
     }
     health
+}
+
+/// `upgrades`: the protocol names (RFC 9110 §7.8 tokens) a client may
+/// upgrade to on the route; `["websocket"]` when not given. An HTTP/2
+/// upstream cannot take an HTTP/1.1 upgrade.
+fn build_upgrades(
+    report: &mut Report<'_>,
+    path: &KeyPath,
+    file: &RouteFile,
+) -> std::sync::Arc<[String]> {
+    let Some(list) = &file.upgrades else {
+        return if file.upstream_http2 == Some(true) {
+            std::sync::Arc::from([])
+        } else {
+            std::sync::Arc::from(["websocket".to_owned()])
+        };
+    };
+    let token = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    };
+    for protocol in list {
+        if !token(protocol) {
+            report.problem(
+                &path.key("upgrades"),
+                format!("{protocol:?} is not a protocol name"),
+                "list protocol names such as \"websocket\"",
+            );
+        }
+    }
+    if !list.is_empty() && file.upstream_http2 == Some(true) {
+        report.problem(
+            &path.key("upgrades"),
+            "an HTTP/2 upstream cannot take an HTTP/1.1 upgrade",
+            "remove upgrades, or set upstream_http2 = false for this route",
+        );
+    }
+    list.iter().map(|p| p.to_ascii_lowercase()).collect()
 }
 
 /// An upstream URL holding `{credential}` needs a credential to put there,

@@ -126,6 +126,20 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
         max_body_bytes,
         trust_execution_key_header: file.trust_execution_key_header.unwrap_or(false),
         trusted_proxies: trusted_proxies(report, &base, file.trusted_proxies.as_deref()),
+        tunnels: crate::proxy::tunnel::TunnelLimits {
+            idle_timeout: duration(
+                report,
+                &base.key("tunnel_idle_timeout"),
+                file.tunnel_idle_timeout.as_deref(),
+                defaults.tunnels.idle_timeout,
+            ),
+            max_duration: duration(
+                report,
+                &base.key("tunnel_max_duration"),
+                file.tunnel_max_duration.as_deref(),
+                defaults.tunnels.max_duration,
+            ),
+        },
     }
 }
 
