@@ -16,6 +16,7 @@
 //! - `credentials.rs`: `[credentials]`, and a route's `inject`
 //! - `shared_state.rs`: `[shared_state]`, and a route's `rate_limit`
 //! - `upstream_token.rs`: a route's `upstream_token`
+//! - `upstream.rs`: a route's connection, health checks and `upgrades`
 //! - `routes.rs`: `[[routes]]`
 //! - `report.rs`: key paths, the report, and the value checks several
 //!   sections share
@@ -38,6 +39,7 @@ mod report;
 mod routes;
 mod server;
 mod shared_state;
+mod upstream;
 mod upstream_token;
 
 use std::path::Path;
