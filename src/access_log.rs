@@ -34,6 +34,7 @@ use crate::error::Fault;
 use crate::execution_key::ExecutionKey;
 use crate::extensions::ConnectInfo;
 use crate::metrics::{Metrics, RouteMetrics, UNMATCHED_ROUTE};
+use crate::trace::RequestSpan;
 
 /// The route that handled a request, as the observers label it.
 #[derive(Clone, Debug)]
@@ -103,6 +104,7 @@ where
         let started = Instant::now();
         let key = request.extensions().get::<ExecutionKey>().cloned();
         let method = request.method().clone();
+        let span_handle = request.extensions().get::<RequestSpan>().cloned();
         // The request's facts are copied only when the access log will print them.
         let facts = if tracing::enabled!(target: "warden::access", tracing::Level::INFO) {
             RequestFacts::of(&request)
@@ -123,7 +125,8 @@ where
         self.metrics.in_flight.inc();
         let span = tracing::info_span!(
             "request",
-            execution_key = key.as_ref().map_or("", ExecutionKey::as_str)
+            execution_key = key.as_ref().map_or("", ExecutionKey::as_str),
+            trace_id = key.as_ref().and_then(ExecutionKey::trace_id).unwrap_or(""),
         );
         // Recorded when the response body ends; or, if the client goes away
         // before the response starts, when the future is dropped (as 499).
@@ -142,6 +145,7 @@ where
             fault: None,
             bytes_in,
             bytes_out: 0,
+            span: span_handle,
         }));
         ResponseFuture {
             inner: self.inner.call(request).instrument(span),
@@ -281,6 +285,8 @@ struct Record {
     /// `None` when the request had no body.
     bytes_in: Option<ByteCount>,
     bytes_out: u64,
+    /// The request's exported span, ended here.
+    span: Option<RequestSpan>,
 }
 
 impl Record {
@@ -303,9 +309,13 @@ impl Record {
                 histogram.observe(upstream.as_secs_f64());
             }
         }
+        if let Some(span) = &self.span {
+            span.finish(self.status.as_u16(), route);
+        }
         tracing::info!(
             target: "warden::access",
             execution_key = self.key.as_ref().map_or("", ExecutionKey::as_str),
+            trace_id = self.key.as_ref().and_then(ExecutionKey::trace_id),
             client_ip = self.facts.client_ip.map(tracing::field::display),
             host = self.facts.host.as_deref(),
             user_agent = self.facts.user_agent.as_deref(),

@@ -22,9 +22,12 @@ use tower::{Layer, Service};
 pub static EXECUTION_KEY_HEADER: HeaderName = HeaderName::from_static("x-execution-key");
 
 /// A request's execution key: a header value that is known to be
-/// `[A-Za-z0-9._-]`, so it is also text. Cheap to clone (one shared buffer).
+/// `[A-Za-z0-9._-]`, so it is also text; and the request's W3C trace id,
+/// once the trace layer has continued or started its trace, so every log
+/// line and audit event that names the key names the trace beside it.
+/// Cheap to clone (shared buffers).
 #[derive(Clone, PartialEq, Eq)]
-pub struct ExecutionKey(HeaderValue);
+pub struct ExecutionKey(HeaderValue, Option<std::sync::Arc<str>>);
 
 impl ExecutionKey {
     /// A fresh key: a UUIDv7, so keys sort by time. Its random bits come
@@ -37,7 +40,10 @@ impl ExecutionKey {
         let id = uuid::Builder::from_unix_timestamp_millis(millis, &random_bits()).into_uuid();
         let mut buffer = uuid::Uuid::encode_buffer();
         let text = id.hyphenated().encode_lower(&mut buffer);
-        Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")))
+        Self(
+            HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("-")),
+            None,
+        )
     }
 
     /// An inbound key, if it is 1–128 chars of `[A-Za-z0-9._-]`.
@@ -50,7 +56,7 @@ impl ExecutionKey {
         if !valid {
             return None;
         }
-        Some(Self(value.clone()))
+        Some(Self(value.clone(), None))
     }
 
     /// The key as text.
@@ -62,6 +68,17 @@ impl ExecutionKey {
     /// The key as a header value.
     pub fn header_value(&self) -> &HeaderValue {
         &self.0
+    }
+
+    /// The same key, naming the request's trace (32 lowercase hex digits).
+    pub fn with_trace_id(mut self, trace_id: std::sync::Arc<str>) -> Self {
+        self.1 = Some(trace_id);
+        self
+    }
+
+    /// The request's trace id, once known.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.1.as_deref()
     }
 }
 

@@ -37,6 +37,7 @@ pub mod access_log;
 pub mod audit;
 pub mod metrics;
 pub mod telemetry;
+pub mod trace;
 
 // The state every replica must decide the same way (memory or Redis).
 pub mod shared_state;

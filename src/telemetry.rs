@@ -21,6 +21,8 @@ pub struct LogSettings {
     pub level: String,
     /// The line format.
     pub format: LogFormat,
+    /// Where request spans are exported (OTLP over HTTP), if anywhere.
+    pub otlp: Option<crate::trace::OtlpSettings>,
 }
 
 impl Default for LogSettings {
@@ -28,6 +30,7 @@ impl Default for LogSettings {
         Self {
             level: "info".into(),
             format: LogFormat::Json,
+            otlp: None,
         }
     }
 }

@@ -72,6 +72,8 @@ impl TokenUse<'_> {
             ts: humantime::Rfc3339Timestamp,
             event: &'static str,
             execution_key: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            trace_id: Option<&'a str>,
             jti: Option<&'a str>,
             sub: Option<&'a str>,
             iss: Option<&'a str>,
@@ -96,6 +98,7 @@ impl TokenUse<'_> {
             ts: crate::audit::now_rfc3339(),
             event: "token_use",
             execution_key: key.map(ExecutionKey::as_str),
+            trace_id: key.and_then(ExecutionKey::trace_id),
             jti: principal.and_then(|p| p.jti.as_deref()),
             sub: principal.and_then(|p| p.sub.as_deref()),
             iss: principal.map(|p| p.iss.as_str()),

@@ -759,7 +759,7 @@ fn expected_problems(origin: &str) -> String {
         "6 problems in the configuration:
 {origin}:3:16: server.admin_listen: 127.0.0.1:18080 overlaps server.listen (127.0.0.1:18080)
   fix: give the admin listener its own port, e.g. admin_listen = \"127.0.0.1:9090\"
-{origin}:7:1: log: unknown field `colour`, expected `level` or `format`
+{origin}:7:1: log: unknown field `colour`, expected one of `level`, `format`, `otlp_endpoint`, `otlp_service_name`
   fix: see docs/configuration.md#log
 {origin}:11:15: routes[0].path_prefix: \"orders\" is not a normalised absolute path
   fix: start it with '/', without '.' or '..' segments, '//', '?', '#', spaces or escapes of plain characters (write %7E as ~), e.g. \"/orders\"

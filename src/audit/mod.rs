@@ -268,6 +268,9 @@ impl AuditLog {
             "execution_key".into(),
             key.map_or(Value::Null, |k| k.as_str().into()),
         );
+        if let Some(trace_id) = key.and_then(ExecutionKey::trace_id) {
+            fields.insert("trace_id".into(), trace_id.into());
+        }
         AuditEvent { log: self, fields }
     }
 }

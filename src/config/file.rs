@@ -42,6 +42,8 @@ pub(crate) struct TlsFile {
 pub(crate) struct LogFile {
     pub level: Option<String>,
     pub format: Option<String>,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_service_name: Option<String>,
 }
 
 /// `upstream = "http://a"` or `upstream = ["http://a", "http://b"]`.

@@ -68,6 +68,9 @@ pub struct Persistent {
     /// Upgraded connections (WebSocket tunnels), which outlive the
     /// generation whose route opened them.
     pub tunnels: Arc<crate::proxy::tunnel::Tunnels>,
+    /// The OTLP exporter of request spans (`[log] otlp_endpoint`), set at
+    /// start; a reload does not change it.
+    pub exporter: std::sync::OnceLock<Arc<crate::trace::Exporter>>,
 }
 
 impl std::fmt::Debug for Persistent {
@@ -194,6 +197,7 @@ impl Persistent {
             clients: Mutex::new(HashMap::new()),
             connections: Default::default(),
             tunnels,
+            exporter: std::sync::OnceLock::new(),
         }
     }
 
@@ -408,6 +412,7 @@ impl Persistent {
             credentials: credentials.clone(),
             connections: connections.clone(),
             tunnels: self.tunnels.clone(),
+            exporter: self.exporter.get().cloned(),
             rate_limiters: self.rate_limiters(config)?,
             token_issuer: signing_issuer(config).map(Arc::new),
         };

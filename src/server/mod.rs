@@ -15,6 +15,7 @@ pub mod framing;
 pub mod generation;
 pub mod limits;
 pub mod operator;
+mod otlp;
 pub mod request_deadline;
 pub mod stack;
 
@@ -144,6 +145,9 @@ pub enum StartError {
     /// The credential store could not be opened.
     #[error("credential store: {0}")]
     Credentials(crate::credentials::store::StoreError),
+    /// The OTLP exporter could not be set up.
+    #[error("OTLP export ([log] otlp_endpoint): {0}")]
+    Otlp(String),
     /// The OAuth connections could not be set up.
     #[error("oauth connections: {0}")]
     Connections(crate::oauth_connections::SetupError),
@@ -209,6 +213,10 @@ impl Gateway {
                 .map_err(StartError::Audit)?,
         };
         let persistent = Arc::new(Persistent::new(metrics, shared, audit));
+        if let Some(otlp) = &config.log.otlp {
+            let exporter = otlp::start(otlp).map_err(StartError::Otlp)?;
+            let _ = persistent.exporter.set(Arc::new(exporter));
+        }
         persistent.hold_tasks(shared_tasks);
         let hash = options
             .config_path
@@ -387,6 +395,10 @@ impl Gateway {
         admin_task.abort();
         self.live.stop();
         self.persistent.stop();
+        // Spans still queued are sent before the process ends.
+        if let Some(exporter) = self.persistent.exporter.get().cloned() {
+            let _ = tokio::task::spawn_blocking(move || exporter.shutdown()).await;
+        }
         // Audit events still queued are written before the process ends.
         let audit = self.persistent.audit.clone();
         let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(2))).await;

@@ -62,6 +62,8 @@ pub struct Components {
     pub connections: Option<Arc<OauthConnections>>,
     /// Where upgraded connections (WebSocket) are joined.
     pub tunnels: Arc<crate::proxy::tunnel::Tunnels>,
+    /// Exports request spans over OTLP, when configured.
+    pub exporter: Option<Arc<crate::trace::Exporter>>,
     /// The rate-limit counters of each limited route, by route name.
     pub rate_limiters: HashMap<String, RateLimiter>,
     /// Signs the tokens minted for upstreams (`issuer.signing_kid`).
@@ -91,6 +93,9 @@ pub fn build(config: &Config, parts: &Components) -> GatewayStack {
         .layer(ExecutionKeyLayer::new(
             config.server.trust_execution_key_header,
         ))
+        // Right after the key: the trace id is named beside it in every
+        // log line and audit event, and the upstream continues the trace.
+        .layer(crate::trace::TraceLayer::new(parts.exporter.clone()))
         // Before anything reads the client's address: behind trusted
         // proxies it is the one they forwarded, not theirs.
         .option_layer(ClientAddressLayer::new(&config.server.trusted_proxies))

@@ -182,7 +182,55 @@ pub(super) fn build_log(report: &mut Report<'_>, file: LogFile) -> LogSettings {
             LogFormat::Json
         }
     };
-    LogSettings { level, format }
+    let otlp = file.otlp_endpoint.map(|endpoint| {
+        let at = base.key("otlp_endpoint");
+        if crate::credentials::check_token_url(&endpoint).is_err()
+            && !endpoint.starts_with("http://")
+        {
+            report.problem(
+                &at,
+                format!("{endpoint:?} is not an http:// or https:// URL"),
+                "give the collector's OTLP/HTTP address, e.g. \"http://otel-collector:4318\"",
+            );
+        } else if endpoint
+            .parse::<http::Uri>()
+            .map_or(true, |u| u.host().is_none())
+        {
+            report.problem(
+                &at,
+                "is not a URL with a host",
+                "e.g. \"http://otel-collector:4318\"",
+            );
+        }
+        // The collector's base address gets the traces path, as the
+        // OTEL_EXPORTER_OTLP_ENDPOINT convention has it.
+        let base_url = endpoint.trim_end_matches('/');
+        let traces_url = if base_url.ends_with("/v1/traces") {
+            base_url.to_owned()
+        } else {
+            format!("{base_url}/v1/traces")
+        };
+        crate::trace::OtlpSettings {
+            traces_url,
+            service_name: file
+                .otlp_service_name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "warden".into()),
+        }
+    });
+    if otlp.is_none() && file.otlp_service_name.is_some() {
+        report.problem(
+            &base.key("otlp_service_name"),
+            "is set, but otlp_endpoint is not: nothing is exported",
+            "add otlp_endpoint, or remove otlp_service_name",
+        );
+    }
+    LogSettings {
+        level,
+        format,
+        otlp,
+    }
 }
 
 const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
