@@ -1243,3 +1243,42 @@ async fn an_upstream_401_refreshes_once_and_a_rotated_master_key_still_opens_eve
         "no new loop, no refresh"
     );
 }
+
+#[tokio::test]
+async fn a_user_cannot_start_more_than_ten_sign_ins_in_ten_minutes() {
+    let setup = Setup::new().await;
+    let (gateway, _audit) = setup.gateway().await;
+    let base = gateway.url("");
+    let alice = setup.token("alice");
+    for _ in 0..10 {
+        let started = call(
+            &base,
+            "/oauth/github/connect",
+            Method::POST,
+            Some(&alice),
+            false,
+        )
+        .await;
+        assert_eq!(started.status, StatusCode::OK);
+    }
+    let refused = call(
+        &base,
+        "/oauth/github/connect",
+        Method::POST,
+        Some(&alice),
+        false,
+    )
+    .await;
+    assert_json_error(&refused, 429, "too_many_pending_connections");
+    assert_eq!(refused.header("retry-after"), Some("600"));
+    // Another user is not held back.
+    let bob = call(
+        &base,
+        "/oauth/github/connect",
+        Method::POST,
+        Some(&setup.token("bob")),
+        false,
+    )
+    .await;
+    assert_eq!(bob.status, StatusCode::OK);
+}

@@ -200,6 +200,22 @@ impl EndpointService {
                 key,
             );
         };
+        match self.connections.vault.may_start(&id.key()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let mut response = json_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_pending_connections",
+                    "too many sign-ins were started for this account; finish one, or wait ten minutes",
+                    key,
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("600"));
+                return response;
+            }
+            Err(err) => return unavailable(&err, key),
+        }
         let (state, verifier) = match (provider::random_token(), provider::random_token()) {
             (Ok(state), Ok(verifier)) => (state, verifier),
             _ => return unavailable(&"the random source failed", key),

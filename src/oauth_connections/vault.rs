@@ -25,6 +25,9 @@ const TABLE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("conne
 pub const REDIS_TABLE: &str = "connections";
 /// How long a login loop may take.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
+/// The most login loops one user may start in [`PENDING_TTL`]: a token
+/// holder cannot fill the vault (or crowd out other users' loops).
+pub const MAX_PENDING_PER_USER: u64 = 10;
 /// The most login loops in progress this process keeps (beyond it, moka
 /// evicts the least useful).
 const MAX_PENDING: u64 = 100_000;
@@ -124,6 +127,8 @@ enum Backend {
 pub struct Vault {
     backend: Backend,
     pending: moka::sync::Cache<String, Arc<Vec<u8>>>,
+    /// Loops started per user in the current window (embedded vault).
+    started: moka::sync::Cache<String, Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -177,6 +182,7 @@ impl Vault {
                 path: path.to_owned(),
             },
             pending: pending_cache(),
+            started: started_cache(),
         })
     }
 
@@ -185,6 +191,7 @@ impl Vault {
         Self {
             backend: Backend::Redis(records),
             pending: pending_cache(),
+            started: started_cache(),
         }
     }
 
@@ -312,6 +319,23 @@ impl Vault {
         Ok(records)
     }
 
+    /// Counts a loop started by `owner`; `false` once they started
+    /// [`MAX_PENDING_PER_USER`] within [`PENDING_TTL`].
+    pub async fn may_start(&self, owner: &str) -> Result<bool, VaultError> {
+        let count = match &self.backend {
+            Backend::Embedded { .. } => self
+                .started
+                .get_with_by_ref(owner, || Arc::new(std::sync::atomic::AtomicU64::new(0)))
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                .saturating_add(1),
+            Backend::Redis(records) => records
+                .count_in_window(owner, PENDING_TTL)
+                .await
+                .map_err(unavailable)?,
+        };
+        Ok(count <= MAX_PENDING_PER_USER)
+    }
+
     /// Keeps a login loop's sealed state under `state` for [`PENDING_TTL`].
     pub async fn put_pending(&self, state: &str, sealed: Vec<u8>) -> Result<(), VaultError> {
         match &self.backend {
@@ -336,6 +360,13 @@ impl Vault {
 }
 
 fn pending_cache() -> moka::sync::Cache<String, Arc<Vec<u8>>> {
+    moka::sync::Cache::builder()
+        .max_capacity(MAX_PENDING)
+        .time_to_live(PENDING_TTL)
+        .build()
+}
+
+fn started_cache() -> moka::sync::Cache<String, Arc<std::sync::atomic::AtomicU64>> {
     moka::sync::Cache::builder()
         .max_capacity(MAX_PENDING)
         .time_to_live(PENDING_TTL)

@@ -92,6 +92,27 @@ impl Records {
         self.redis.query::<()>("pending_put", command).await
     }
 
+    /// Counts one more use of `owner` in a window of `ttl` (from its first
+    /// use); the count so far, this one included.
+    pub async fn count_in_window(&self, owner: &str, ttl: Duration) -> Result<u64, RedisError> {
+        let key = format!(
+            "{}:pending-count:{}",
+            self.table,
+            crate::crypto::sha256_hex(owner.as_bytes())
+        );
+        let mut command = ::redis::cmd("INCR");
+        command.arg(&key);
+        let count: u64 = self.redis.query("pending_count", command).await?;
+        if count == 1 {
+            let mut expire = ::redis::cmd("PEXPIRE");
+            expire
+                .arg(&key)
+                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+            self.redis.query::<i64>("pending_count", expire).await?;
+        }
+        Ok(count)
+    }
+
     /// Takes the value under `id`: the first caller gets it, later ones
     /// (on any replica) get nothing.
     pub async fn take_pending(&self, id: &str) -> Result<Option<Vec<u8>>, RedisError> {
