@@ -108,17 +108,24 @@ thread_local! {
 /// used up. Bytes are never handed out twice (unless the generator fails,
 /// never seen, when keys fall back to zeros and only their time differs).
 fn random_bits() -> [u8; KEY_RANDOM_BYTES] {
+    random_id()
+}
+
+/// `N` random bytes for an id (an execution key, a trace or span id) from
+/// this thread's pool: ids must be unique, not secret. `N` is at most the
+/// pool's size.
+pub fn random_id<const N: usize>() -> [u8; N] {
     RANDOM_POOL.with_borrow_mut(|pool| {
-        if pool.next + KEY_RANDOM_BYTES > pool.bytes.len() {
+        if pool.next + N > pool.bytes.len() {
             // On failure (never seen) the key is still unique enough in time.
             if aws_lc_rs::rand::fill(&mut pool.bytes).is_err() {
                 pool.bytes.fill(0);
             }
             pool.next = 0;
         }
-        let mut out = [0; KEY_RANDOM_BYTES];
-        out.copy_from_slice(&pool.bytes[pool.next..pool.next + KEY_RANDOM_BYTES]);
-        pool.next += KEY_RANDOM_BYTES;
+        let mut out = [0; N];
+        out.copy_from_slice(&pool.bytes[pool.next..pool.next + N]);
+        pool.next += N;
         out
     })
 }

@@ -100,11 +100,9 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
+/// A trace or span id: random, never all zeros (which W3C forbids).
 fn random<const N: usize>() -> [u8; N] {
-    use aws_lc_rs::rand::SecureRandom;
-    let mut out = [0u8; N];
-    // A failing system generator leaves zeros: the id is then replaced.
-    let _ = aws_lc_rs::rand::SystemRandom::new().fill(&mut out);
+    let mut out = crate::execution_key::random_id::<N>();
     if out.iter().all(|b| *b == 0) {
         out[N - 1] = 1;
     }
