@@ -317,3 +317,97 @@ scopes = ["orders:read"]
     );
     assert!(!output.contains(API_KEY), "the API key is never logged");
 }
+
+/// An HTTP/2 (h2c) upstream that answers every call as gRPC does: one
+/// empty message, then `grpc-status: 7` in the trailers.
+async fn grpc_upstream_with_trailers() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("7"));
+                        trailers.insert("grpc-message", http::HeaderValue::from_static("denied"));
+                        let frames = futures_util::stream::iter([
+                            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(&[
+                                0, 0, 0, 0, 0,
+                            ]))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(StreamBody::new(frames))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_takes_the_grpc_status_from_the_upstreams_trailers() {
+    let (upstream, task) = grpc_upstream_with_trailers().await;
+    let toml = config(
+        "",
+        &format!(
+            "[log]\nformat = \"json\"\n{}",
+            route(
+                "grpc",
+                "/pkg.Orders",
+                &format!("http://{upstream}"),
+                "upstream_http2 = true"
+            )
+        ),
+    );
+    let mut warden = spawn_warden(&toml).await;
+    let response = h2c_client()
+        .request(
+            Request::post(format!("http://{}/pkg.Orders/Get", warden.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(full(vec![0u8, 0, 0, 0, 0]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "in the trailers only"
+    );
+    let key = response.headers()["x-execution-key"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    assert_eq!(body.trailers().unwrap()["grpc-status"], "7");
+    let line = warden
+        .next_line(|l| l["target"] == "warden::access" && l["execution_key"] == key)
+        .await;
+    assert_eq!(line["grpc_status"], 7, "{line}");
+    assert_eq!(line["protocol"], "HTTP/2", "{line}");
+    assert_eq!(
+        line["upstream_addr"],
+        format!("http://{upstream}"),
+        "{line}"
+    );
+    task.abort();
+}
