@@ -9,81 +9,12 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::fmt;
-
 use common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 const API_KEY: &str = "wk_test_logs_4c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f";
-
-/// A JSON value in which no object repeats a key (checked while parsing:
-/// `serde_json::Value` would keep the last value and hide the repeat).
-struct NoRepeatedKeys;
-
-impl<'de> Deserialize<'de> for NoRepeatedKeys {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NoRepeatedKeysVisitor)
-    }
-}
-
-struct NoRepeatedKeysVisitor;
-
-impl<'de> Visitor<'de> for NoRepeatedKeysVisitor {
-    type Value = NoRepeatedKeys;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<NoRepeatedKeys>()?.is_some() {}
-        Ok(NoRepeatedKeys)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom(format!("the key {key:?} repeats")));
-            }
-            map.next_value::<NoRepeatedKeys>()?;
-        }
-        Ok(NoRepeatedKeys)
-    }
-}
-
-/// Whether `line` is one JSON object with no key repeated at any depth.
-fn check_line(line: &str) -> Result<(), String> {
-    if !line.trim_start().starts_with('{') {
-        return Err("not a JSON object".into());
-    }
-    serde_json::from_str::<NoRepeatedKeys>(line)
-        .map(|_| ())
-        .map_err(|err| err.to_string())
-}
 
 #[test]
 fn the_repeated_key_check_refuses_a_repeat_at_any_depth_and_passes_a_clean_line() {
