@@ -206,34 +206,40 @@ impl Drop for PendingRecord {
     }
 }
 
-/// What the log line says of the request itself, copied before it moves on.
+/// What the log line says of the request itself, kept before it moves on.
+/// Header values and the URI share the request's buffers: keeping them
+/// costs no copy of the text.
 #[derive(Default)]
 struct RequestFacts {
-    path: Box<str>,
+    uri: http::Uri,
     client_ip: Option<std::net::IpAddr>,
-    host: Option<Box<str>>,
-    user_agent: Option<Box<str>>,
+    host: Option<http::HeaderValue>,
+    user_agent: Option<http::HeaderValue>,
     protocol: &'static str,
 }
 
 impl RequestFacts {
     fn of<B>(request: &Request<B>) -> Self {
-        let header = |name: http::HeaderName| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(Box::from)
-        };
+        let headers = request.headers();
         Self {
-            path: request.uri().path().into(),
+            uri: request.uri().clone(),
             client_ip: request.extensions().get::<ConnectInfo>().map(|c| c.client),
-            // HTTP/2 carries the authority in the URI, HTTP/1.1 in Host.
-            host: header(http::header::HOST)
-                .or_else(|| request.uri().authority().map(|a| a.as_str().into())),
-            user_agent: header(http::header::USER_AGENT),
+            host: headers.get(http::header::HOST).cloned(),
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
             protocol: protocol(request.version()),
         }
+    }
+
+    /// The `Host` header, or the HTTP/2 `:authority` (kept in the URI).
+    fn host(&self) -> Option<&str> {
+        match &self.host {
+            Some(host) => host.to_str().ok(),
+            None => self.uri.authority().map(http::uri::Authority::as_str),
+        }
+    }
+
+    fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_ref().and_then(|v| v.to_str().ok())
     }
 }
 
@@ -307,11 +313,11 @@ impl Record {
             target: "warden::access",
             execution_key = self.key.as_ref().map_or("", ExecutionKey::as_str),
             client_ip = self.facts.client_ip.map(tracing::field::display),
-            host = self.facts.host.as_deref(),
-            user_agent = self.facts.user_agent.as_deref(),
+            host = self.facts.host(),
+            user_agent = self.facts.user_agent(),
             protocol = self.facts.protocol,
             method = %self.method,
-            path = %self.facts.path,
+            path = self.facts.uri.path(),
             route,
             sub = self.sub.as_deref(),
             status = self.status.as_u16(),
