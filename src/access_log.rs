@@ -10,7 +10,7 @@
 //! It reads, from the request, [`ConnectInfo`] (the client's address), the
 //! `Host` (or HTTP/2 authority), the `User-Agent` and the protocol; from the
 //! response extensions, [`MatchedRoute`] (set by the dispatcher),
-//! [`UpstreamTiming`] and [`UpstreamAddress`] (set by the proxy),
+//! [`UpstreamTiming`] (set by the proxy),
 //! [`TokenSubject`] (set by the observers of auth when a token's signature
 //! verified) and [`Fault`] (set on the gateway's own error answers, logged
 //! as `fault`); and the `grpc-status` of the response head or trailers. The
@@ -44,17 +44,32 @@ pub struct MatchedRoute {
     pub metrics: RouteMetrics,
 }
 
-/// How long the upstream took to send its response head.
-#[derive(Clone, Copy, Debug)]
-pub struct UpstreamTiming(pub Duration);
-
-/// The upstream target a request was sent to (`scheme://host:port`), for the log.
+/// The upstream a request was sent to, and how long it took to send its
+/// response head. One extension for both: each one costs an allocation.
 #[derive(Clone, Debug)]
-pub struct UpstreamAddress(pub Arc<str>);
+pub struct UpstreamTiming {
+    /// Until the response head arrived (or the request failed).
+    pub elapsed: Duration,
+    /// The target, `scheme://host:port`.
+    pub address: Arc<str>,
+}
 
-/// The `sub` of the token whose signature verified, for the log.
-#[derive(Clone, Debug)]
-pub struct TokenSubject(pub Arc<str>);
+/// Whose token a request carried, as the access log names it.
+pub trait Subject: Send + Sync {
+    /// The token's `sub`, when it has one.
+    fn sub(&self) -> Option<&str>;
+}
+
+/// The subject of the token whose signature verified, for the log: the
+/// verified claims themselves, shared, so noting them copies nothing.
+#[derive(Clone)]
+pub struct TokenSubject(pub Arc<dyn Subject>);
+
+impl std::fmt::Debug for TokenSubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TokenSubject").field(&self.0.sub()).finish()
+    }
+}
 
 /// Records the access log and request metrics.
 #[derive(Clone, Debug)]
@@ -173,11 +188,10 @@ where
         let record = this.pending.0.take().map(|mut record| {
             record.status = parts.status;
             record.route = parts.extensions.get::<MatchedRoute>().cloned();
-            record.upstream = parts.extensions.get::<UpstreamTiming>().map(|t| t.0);
-            record.upstream_addr = parts
-                .extensions
-                .get::<UpstreamAddress>()
-                .map(|a| a.0.clone());
+            if let Some(upstream) = parts.extensions.get::<UpstreamTiming>() {
+                record.upstream = Some(upstream.elapsed);
+                record.upstream_addr = Some(upstream.address.clone());
+            }
             record.sub = parts.extensions.get::<TokenSubject>().map(|s| s.0.clone());
             record.grpc_status = grpc_status(&parts.headers);
             record.fault = parts.extensions.get::<Fault>().copied();
@@ -280,7 +294,7 @@ struct Record {
     upstream: Option<Duration>,
     upstream_addr: Option<Arc<str>>,
     /// The token's subject, when its signature verified.
-    sub: Option<Arc<str>>,
+    sub: Option<Arc<dyn Subject>>,
     grpc_status: Option<u32>,
     /// Whose fault an error response was, when the gateway answered one.
     fault: Option<Fault>,
@@ -319,7 +333,7 @@ impl Record {
             method = %self.method,
             path = self.facts.uri.path(),
             route,
-            sub = self.sub.as_deref(),
+            sub = self.sub.as_ref().and_then(|s| s.sub()),
             status = self.status.as_u16(),
             grpc_status = self.grpc_status,
             duration_ms = millis(elapsed),

@@ -11,7 +11,7 @@
 //! body the client framed wrong or cut short → 400 `bad_request`.
 //!
 //! It reads [`ExecutionKey`] from the request extensions and writes
-//! [`UpstreamTiming`] and [`UpstreamAddress`] into the response extensions.
+//! [`UpstreamTiming`] into the response extensions.
 
 mod echo;
 pub mod headers;
@@ -27,7 +27,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use tower::Service;
 
-use crate::access_log::{UpstreamAddress, UpstreamTiming};
+use crate::access_log::UpstreamTiming;
 use crate::body::{self, Body, BodyTooLarge, ClientBodyError};
 use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
@@ -271,7 +271,10 @@ impl Service<Request<Body>> for Proxy {
             let sent =
                 tokio::time::timeout(inner.timeout, inner.client.client.request(request)).await;
             let elapsed = started.elapsed();
-            let address = UpstreamAddress(chosen.address.clone());
+            let timing = UpstreamTiming {
+                elapsed,
+                address: chosen.address.clone(),
+            };
             let response = match sent {
                 Ok(Ok(response)) => {
                     targets.succeeded(chosen);
@@ -294,8 +297,7 @@ impl Service<Request<Body>> for Proxy {
                         "the request body does not match its framing",
                     )
                     .into_response(key.as_ref());
-                    response.extensions_mut().insert(UpstreamTiming(elapsed));
-                    response.extensions_mut().insert(address);
+                    response.extensions_mut().insert(timing);
                     return Ok(response);
                 }
                 Ok(Err(err)) => {
@@ -310,8 +312,7 @@ impl Service<Request<Body>> for Proxy {
                     };
                     let mut response = GatewayError::new(ErrorCode::BadGateway, description)
                         .into_response(key.as_ref());
-                    response.extensions_mut().insert(UpstreamTiming(elapsed));
-                    response.extensions_mut().insert(address);
+                    response.extensions_mut().insert(timing);
                     return Ok(response);
                 }
                 Err(_) => {
@@ -324,15 +325,13 @@ impl Service<Request<Body>> for Proxy {
                         "the upstream did not answer in time",
                     )
                     .into_response(key.as_ref());
-                    response.extensions_mut().insert(UpstreamTiming(elapsed));
-                    response.extensions_mut().insert(address);
+                    response.extensions_mut().insert(timing);
                     return Ok(response);
                 }
             };
             let (mut parts, incoming) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers);
-            parts.extensions.insert(UpstreamTiming(elapsed));
-            parts.extensions.insert(address);
+            parts.extensions.insert(timing);
             Ok(Response::from_parts(parts, body::boxed(incoming)))
         })
     }
