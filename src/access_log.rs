@@ -10,7 +10,7 @@
 //! It reads, from the request, [`ConnectInfo`] (the client's address), the
 //! `Host` (or HTTP/2 authority), the `User-Agent` and the protocol; from the
 //! response extensions, [`MatchedRoute`] (set by the dispatcher),
-//! [`UpstreamTiming`] and [`UpstreamAddress`] (set by the proxy),
+//! [`UpstreamTiming`] (set by the proxy),
 //! [`TokenSubject`] (set by the observers of auth when a token's signature
 //! verified) and [`Fault`] (set on the gateway's own error answers, logged
 //! as `fault`); and the `grpc-status` of the response head or trailers. The
@@ -45,17 +45,32 @@ pub struct MatchedRoute {
     pub metrics: RouteMetrics,
 }
 
-/// How long the upstream took to send its response head.
-#[derive(Clone, Copy, Debug)]
-pub struct UpstreamTiming(pub Duration);
-
-/// The upstream target a request was sent to (`scheme://host:port`), for the log.
+/// The upstream a request was sent to, and how long it took to send its
+/// response head. One extension for both: each one costs an allocation.
 #[derive(Clone, Debug)]
-pub struct UpstreamAddress(pub Arc<str>);
+pub struct UpstreamTiming {
+    /// Until the response head arrived (or the request failed).
+    pub elapsed: Duration,
+    /// The target, `scheme://host:port`.
+    pub address: Arc<str>,
+}
 
-/// The `sub` of the token whose signature verified, for the log.
-#[derive(Clone, Debug)]
-pub struct TokenSubject(pub Arc<str>);
+/// Whose token a request carried, as the access log names it.
+pub trait Subject: Send + Sync {
+    /// The token's `sub`, when it has one.
+    fn sub(&self) -> Option<&str>;
+}
+
+/// The subject of the token whose signature verified, for the log: the
+/// verified claims themselves, shared, so noting them copies nothing.
+#[derive(Clone)]
+pub struct TokenSubject(pub Arc<dyn Subject>);
+
+impl std::fmt::Debug for TokenSubject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TokenSubject").field(&self.0.sub()).finish()
+    }
+}
 
 /// Records the access log and request metrics.
 #[derive(Clone, Debug)]
@@ -177,11 +192,10 @@ where
         let record = this.pending.0.take().map(|mut record| {
             record.status = parts.status;
             record.route = parts.extensions.get::<MatchedRoute>().cloned();
-            record.upstream = parts.extensions.get::<UpstreamTiming>().map(|t| t.0);
-            record.upstream_addr = parts
-                .extensions
-                .get::<UpstreamAddress>()
-                .map(|a| a.0.clone());
+            if let Some(upstream) = parts.extensions.get::<UpstreamTiming>() {
+                record.upstream = Some(upstream.elapsed);
+                record.upstream_addr = Some(upstream.address.clone());
+            }
             record.sub = parts.extensions.get::<TokenSubject>().map(|s| s.0.clone());
             record.grpc_status = grpc_status(&parts.headers);
             record.fault = parts.extensions.get::<Fault>().copied();
@@ -210,34 +224,40 @@ impl Drop for PendingRecord {
     }
 }
 
-/// What the log line says of the request itself, copied before it moves on.
+/// What the log line says of the request itself, kept before it moves on.
+/// Header values and the URI share the request's buffers: keeping them
+/// costs no copy of the text.
 #[derive(Default)]
 struct RequestFacts {
-    path: Box<str>,
+    uri: http::Uri,
     client_ip: Option<std::net::IpAddr>,
-    host: Option<Box<str>>,
-    user_agent: Option<Box<str>>,
+    host: Option<http::HeaderValue>,
+    user_agent: Option<http::HeaderValue>,
     protocol: &'static str,
 }
 
 impl RequestFacts {
     fn of<B>(request: &Request<B>) -> Self {
-        let header = |name: http::HeaderName| {
-            request
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(Box::from)
-        };
+        let headers = request.headers();
         Self {
-            path: request.uri().path().into(),
+            uri: request.uri().clone(),
             client_ip: request.extensions().get::<ConnectInfo>().map(|c| c.client),
-            // HTTP/2 carries the authority in the URI, HTTP/1.1 in Host.
-            host: header(http::header::HOST)
-                .or_else(|| request.uri().authority().map(|a| a.as_str().into())),
-            user_agent: header(http::header::USER_AGENT),
+            host: headers.get(http::header::HOST).cloned(),
+            user_agent: headers.get(http::header::USER_AGENT).cloned(),
             protocol: protocol(request.version()),
         }
+    }
+
+    /// The `Host` header, or the HTTP/2 `:authority` (kept in the URI).
+    fn host(&self) -> Option<&str> {
+        match &self.host {
+            Some(host) => host.to_str().ok(),
+            None => self.uri.authority().map(http::uri::Authority::as_str),
+        }
+    }
+
+    fn user_agent(&self) -> Option<&str> {
+        self.user_agent.as_ref().and_then(|v| v.to_str().ok())
     }
 }
 
@@ -278,7 +298,7 @@ struct Record {
     upstream: Option<Duration>,
     upstream_addr: Option<Arc<str>>,
     /// The token's subject, when its signature verified.
-    sub: Option<Arc<str>>,
+    sub: Option<Arc<dyn Subject>>,
     grpc_status: Option<u32>,
     /// Whose fault an error response was, when the gateway answered one.
     fault: Option<Fault>,
@@ -317,13 +337,13 @@ impl Record {
             execution_key = self.key.as_ref().map_or("", ExecutionKey::as_str),
             trace_id = self.key.as_ref().and_then(ExecutionKey::trace_id),
             client_ip = self.facts.client_ip.map(tracing::field::display),
-            host = self.facts.host.as_deref(),
-            user_agent = self.facts.user_agent.as_deref(),
+            host = self.facts.host(),
+            user_agent = self.facts.user_agent(),
             protocol = self.facts.protocol,
             method = %self.method,
-            path = %self.facts.path,
+            path = self.facts.uri.path(),
             route,
-            sub = self.sub.as_deref(),
+            sub = self.sub.as_ref().and_then(|s| s.sub()),
             status = self.status.as_u16(),
             grpc_status = self.grpc_status,
             duration_ms = millis(elapsed),

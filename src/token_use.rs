@@ -371,13 +371,11 @@ where
             this.facts.take(),
         ) {
             this.observer.record(outcome, &facts, response.status());
-            let sub = outcome
-                .principal
-                .as_ref()
-                .and_then(|p| p.sub.as_deref())
-                .map(Arc::<str>::from);
-            if let Some(sub) = sub {
-                response.extensions_mut().insert(TokenSubject(sub));
+            // Shared, not copied: the access log reads its `sub` (when it
+            // is written at all).
+            let logged = tracing::enabled!(target: "warden::access", tracing::Level::INFO);
+            if let Some(principal) = outcome.principal.clone().filter(|_| logged) {
+                response.extensions_mut().insert(TokenSubject(principal));
             }
         }
         Poll::Ready(Ok(response))

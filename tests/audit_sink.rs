@@ -138,6 +138,43 @@ fn has_event_of(path: &Path, reply: &Reply) -> bool {
 // on_failure
 
 #[tokio::test]
+async fn a_grpc_call_refused_while_the_audit_log_fails_gets_grpc_status_unavailable() {
+    let key = TestKey::generate("hs-1", Algorithm::HS256);
+    let file = key.file();
+    let gateway = spawn_gateway(&toml(
+        &key,
+        &file,
+        "sink = \"file\"\npath = \"/dev/full\"\non_failure = \"refuse\"",
+    ))
+    .await;
+    let orders = gateway.url("/orders/1");
+    let valid = token(&key);
+    until_status(503, || get_bearer(&orders, &valid)).await;
+
+    // The 503 audit_unavailable, the gRPC way (issue 14): 14 UNAVAILABLE.
+    let call = send_on(
+        &h2c_client(),
+        Request::post(&orders)
+            .header("content-type", "application/grpc")
+            .header("authorization", format!("Bearer {valid}"))
+            .body(full(vec![0u8; 5]))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(call.status, 503);
+    assert_eq!(call.header("grpc-status"), Some("14"));
+    assert_eq!(call.header("content-type"), Some("application/grpc"));
+    assert!(
+        call.header("grpc-message")
+            .is_some_and(|m| m.starts_with("the audit log cannot be written")),
+        "{:?}",
+        call.headers
+    );
+    assert!(call.body.is_empty(), "trailers-only: no body");
+    assert!(call.header("x-execution-key").is_some());
+}
+
+#[tokio::test]
 async fn with_refuse_a_failing_sink_makes_token_requests_503_audit_unavailable_and_public_ones_pass()
  {
     let key = TestKey::generate("hs-1", Algorithm::HS256);

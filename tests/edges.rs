@@ -571,3 +571,137 @@ async fn a_client_may_post_its_secret_in_the_form_but_not_beside_basic() {
     )
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// OIDC discovery for trusted issuers
+
+/// An identity provider serving its discovery document (whose `issuer` is
+/// `claimed(its own URL)`) and its JWKS.
+async fn discovery_provider(key: &TestKey, claimed: fn(&str) -> String) -> ScriptedUpstream {
+    let own_url = Arc::new(std::sync::Mutex::new(String::new()));
+    let jwks = json!({ "keys": [key.public_jwk()] }).to_string();
+    let url = own_url.clone();
+    let server = ScriptedUpstream::start(Arc::new(move |request: &Captured| {
+        let base = url.lock().unwrap().clone();
+        match request.target.as_str() {
+            "/.well-known/openid-configuration" => {
+                let issuer = claimed(&base);
+                (
+                    200,
+                    json!({ "issuer": issuer, "jwks_uri": format!("{base}/oauth/keys") })
+                        .to_string(),
+                )
+            }
+            "/oauth/keys" => (200, jwks.clone()),
+            _ => (404, "not found".to_owned()),
+        }
+    }))
+    .await;
+    *own_url.lock().unwrap() = server.url();
+    server
+}
+
+async fn discovery_gateway(iss: &str, upstream: &RecordingUpstream) -> TestGateway {
+    spawn_gateway(&config(
+        "",
+        &format!(
+            "[[trusted_issuers]]\niss = \"{iss}\"\ndiscovery = true\naud = [\"{AUD}\"]\nalgs = [\"ES256\"]\n\n[[routes]]\nname = \"orders\"\npath_prefix = \"/orders\"\nupstream = \"{}\"\n",
+            upstream.url()
+        ),
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn a_trusted_issuer_with_discovery_gets_its_keys_from_the_discovery_documents_jwks_uri() {
+    let upstream = RecordingUpstream::start(Behaviour::ok()).await;
+    let key = TestKey::generate("idp-discovered", Algorithm::ES256);
+    let idp = discovery_provider(&key, |own| own.to_owned()).await;
+    let gateway = discovery_gateway(&idp.url(), &upstream).await;
+
+    // /readyz waits for the keys, which come through the document.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while get(&gateway.admin_url("/readyz")).await.status != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fetched: Vec<String> = idp.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(
+        fetched,
+        ["/.well-known/openid-configuration", "/oauth/keys"]
+    );
+
+    let token = key.token(&claims(&idp.url(), json!({})));
+    let reply = get_bearer(&gateway.url("/orders/1"), &token).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(upstream.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn a_discovery_document_naming_another_issuer_is_refused_and_its_keys_never_fetched() {
+    let upstream = RecordingUpstream::start(Behaviour::ok()).await;
+    let key = TestKey::generate("idp-impostor", Algorithm::ES256);
+    // The document claims another issuer; or the same URL with a trailing
+    // slash, which must not pass either (the match is exact).
+    let other = discovery_provider(&key, |_| "https://other.example".to_owned()).await;
+    let slash = discovery_provider(&key, |own| format!("{own}/")).await;
+    for provider in [&other, &slash] {
+        let issuer = provider.url();
+        let gateway = discovery_gateway(&issuer, &upstream).await;
+        scrape_until(
+            gateway.admin,
+            &[&format!(
+                "warden_jwks_refresh_total{{issuer=\"{issuer}\",result=\"error\"}} 1"
+            )],
+        )
+        .await;
+        assert_eq!(
+            get(&gateway.admin_url("/readyz")).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        let fetched: Vec<String> = provider.requests().into_iter().map(|r| r.target).collect();
+        assert_eq!(
+            fetched,
+            ["/.well-known/openid-configuration"],
+            "no JWKS fetch"
+        );
+        let token = key.token(&claims(&issuer, json!({})));
+        let reply = get_bearer(&gateway.url("/orders/1"), &token).await;
+        assert_json_error(&reply, 401, "invalid_token");
+    }
+    assert!(upstream.requests().is_empty());
+}
+
+#[test]
+fn discovery_is_checked_in_the_config() {
+    let entry = |extra: &str| {
+        config(
+            "",
+            &format!(
+                "[[trusted_issuers]]\niss = \"https://idp.example\"\naud = [\"a\"]\nalgs = [\"ES256\"]\n{extra}\n"
+            ),
+        )
+    };
+    let err = |toml: String| {
+        warden::Config::from_toml(&toml, "t.toml")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert!(err(entry("discovery = true")).is_empty());
+    let both = err(entry(
+        "discovery = true\njwks_url = \"https://idp.example/jwks\"",
+    ));
+    assert!(both.contains("is set together with jwks_url"), "{both}");
+    let neither = err(entry(""));
+    assert!(
+        neither.contains("needs jwks_url or discovery = true"),
+        "{neither}"
+    );
+    let plain = err(config(
+        "",
+        "[[trusted_issuers]]\niss = \"http://idp.example\"\ndiscovery = true\naud = [\"a\"]\nalgs = [\"ES256\"]\n",
+    ));
+    assert!(plain.contains("trusted_issuers[0].discovery"), "{plain}");
+    assert!(plain.contains("loopback"), "{plain}");
+}

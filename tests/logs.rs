@@ -9,81 +9,12 @@
 
 mod common;
 
-use std::collections::HashSet;
-use std::fmt;
-
 use common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 const API_KEY: &str = "wk_test_logs_4c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f";
-
-/// A JSON value in which no object repeats a key (checked while parsing:
-/// `serde_json::Value` would keep the last value and hide the repeat).
-struct NoRepeatedKeys;
-
-impl<'de> Deserialize<'de> for NoRepeatedKeys {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(NoRepeatedKeysVisitor)
-    }
-}
-
-struct NoRepeatedKeysVisitor;
-
-impl<'de> Visitor<'de> for NoRepeatedKeysVisitor {
-    type Value = NoRepeatedKeys;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(NoRepeatedKeys)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<NoRepeatedKeys>()?.is_some() {}
-        Ok(NoRepeatedKeys)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut seen = HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
-                return Err(de::Error::custom(format!("the key {key:?} repeats")));
-            }
-            map.next_value::<NoRepeatedKeys>()?;
-        }
-        Ok(NoRepeatedKeys)
-    }
-}
-
-/// Whether `line` is one JSON object with no key repeated at any depth.
-fn check_line(line: &str) -> Result<(), String> {
-    if !line.trim_start().starts_with('{') {
-        return Err("not a JSON object".into());
-    }
-    serde_json::from_str::<NoRepeatedKeys>(line)
-        .map(|_| ())
-        .map_err(|err| err.to_string())
-}
 
 #[test]
 fn the_repeated_key_check_refuses_a_repeat_at_any_depth_and_passes_a_clean_line() {
@@ -316,4 +247,98 @@ scopes = ["orders:read"]
         "{unauthorized}"
     );
     assert!(!output.contains(API_KEY), "the API key is never logged");
+}
+
+/// An HTTP/2 (h2c) upstream that answers every call as gRPC does: one
+/// empty message, then `grpc-status: 7` in the trailers.
+async fn grpc_upstream_with_trailers() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |request: Request<hyper::body::Incoming>| async move {
+                        let _ = request.into_body().collect().await;
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("7"));
+                        trailers.insert("grpc-message", http::HeaderValue::from_static("denied"));
+                        let frames = futures_util::stream::iter([
+                            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(&[
+                                0, 0, 0, 0, 0,
+                            ]))),
+                            Ok(Frame::trailers(trailers)),
+                        ]);
+                        http::Response::builder()
+                            .header("content-type", "application/grpc")
+                            .body(StreamBody::new(frames))
+                    },
+                );
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_takes_the_grpc_status_from_the_upstreams_trailers() {
+    let (upstream, task) = grpc_upstream_with_trailers().await;
+    let toml = config(
+        "",
+        &format!(
+            "[log]\nformat = \"json\"\n{}",
+            route(
+                "grpc",
+                "/pkg.Orders",
+                &format!("http://{upstream}"),
+                "upstream_http2 = true"
+            )
+        ),
+    );
+    let mut warden = spawn_warden(&toml).await;
+    let response = h2c_client()
+        .request(
+            Request::post(format!("http://{}/pkg.Orders/Get", warden.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(full(vec![0u8, 0, 0, 0, 0]))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers().get("grpc-status").is_none(),
+        "in the trailers only"
+    );
+    let key = response.headers()["x-execution-key"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap();
+    assert_eq!(body.trailers().unwrap()["grpc-status"], "7");
+    let line = warden
+        .next_line(|l| l["target"] == "warden::access" && l["execution_key"] == key)
+        .await;
+    assert_eq!(line["grpc_status"], 7, "{line}");
+    assert_eq!(line["protocol"], "HTTP/2", "{line}");
+    assert_eq!(
+        line["upstream_addr"],
+        format!("http://{upstream}"),
+        "{line}"
+    );
+    task.abort();
 }

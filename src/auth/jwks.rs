@@ -7,9 +7,14 @@
 //! per issuer, so a flood of made-up kids cannot become a flood of fetches.
 //! A failed fetch keeps the keys already held.
 //!
+//! With `discovery = true`, every fetch first reads the issuer's OpenID
+//! Connect discovery document (`{iss}/.well-known/openid-configuration`),
+//! whose `issuer` must equal `iss` exactly, and takes the JWKS from its
+//! `jwks_uri`: the URL follows the provider, on the same schedule.
+//!
 //! JWKS are fetched over HTTPS (rustls with the aws-lc-rs provider, webpki
 //! roots, plus the issuer's `ca_file`); plain `http://` is allowed only to a
-//! loopback address. Every key in a fetched set is checked before use
+//! loopback address, for the discovery document and its `jwks_uri` too. Every key in a fetched set is checked before use
 //! ([`parse_jwks`](super::jwk::parse_jwks)); a bad key is skipped with a log line, not the whole set.
 
 use std::path::PathBuf;
@@ -29,8 +34,48 @@ use crate::readiness::Readiness;
 
 /// The shortest wait between two fetches triggered by unknown kids.
 pub const UNKNOWN_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-/// The largest JWKS document accepted.
+/// The largest JWKS (or discovery) document accepted.
 const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// Where an issuer's keys are read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `jwks_url`: the JWKS itself.
+    Url(Uri),
+    /// `discovery = true`: the OpenID Connect discovery document at this
+    /// URL, whose `jwks_uri` names the JWKS.
+    Discovery(Uri),
+}
+
+/// `{iss}/.well-known/openid-configuration`, when `iss` is a URL.
+pub fn discovery_url(iss: &str) -> Option<Uri> {
+    format!(
+        "{}/.well-known/openid-configuration",
+        iss.trim_end_matches('/')
+    )
+    .parse()
+    .ok()
+}
+
+/// Whether keys may be fetched from `uri`: https with a host, or plain
+/// http to a loopback address (tests, sidecars). The error says why not.
+pub fn usable_url(uri: &Uri) -> Result<(), &'static str> {
+    let host = uri.host().unwrap_or_default();
+    match uri.scheme_str() {
+        Some("https") if !host.is_empty() => Ok(()),
+        Some("http") if is_loopback_host(host) => Ok(()),
+        Some("http") => Err("is plain http://, which is allowed only to a loopback address"),
+        _ => Err("is not an https URL"),
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,8 +84,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TrustedIssuerSettings {
     /// The `iss` its tokens carry.
     pub iss: String,
-    /// Where its JWKS is published.
-    pub jwks_url: Uri,
+    /// Where its JWKS is published, or its discovery document.
+    pub jwks: JwksSource,
     /// `aud` must contain one of these.
     pub audiences: Vec<String>,
     /// The algorithms its keys may use.
@@ -173,9 +218,55 @@ impl TrustedIssuer {
         }
     }
 
+    /// The JWKS, through the discovery document when there is one.
     async fn download(&self) -> Result<Bytes, FetchError> {
-        let request = Request::get(self.settings.jwks_url.clone())
-            .header(header::ACCEPT, "application/jwk-set+json, application/json")
+        let jwks_url = match &self.settings.jwks {
+            JwksSource::Url(url) => url.clone(),
+            JwksSource::Discovery(document) => self.discover(document).await?,
+        };
+        self.get(&jwks_url, "application/jwk-set+json, application/json")
+            .await
+    }
+
+    /// The `jwks_uri` of the discovery document at `document`, once its
+    /// `issuer` is this issuer's `iss`, exactly (OpenID Connect Discovery
+    /// §4.3: no normalising, no trailing-slash leniency).
+    async fn discover(&self, document: &Uri) -> Result<Uri, FetchError> {
+        #[derive(serde::Deserialize)]
+        struct Discovery {
+            issuer: Option<String>,
+            jwks_uri: Option<String>,
+        }
+        let bytes = self.get(document, "application/json").await?;
+        let parsed: Discovery = serde_json::from_slice(&bytes).map_err(|_| {
+            FetchError::Document("the discovery document is not a JSON object".into())
+        })?;
+        if parsed.issuer.as_deref() != Some(self.settings.iss.as_str()) {
+            return Err(FetchError::Document(format!(
+                "the discovery document's issuer {:?} is not {:?}",
+                parsed.issuer.unwrap_or_default(),
+                self.settings.iss
+            )));
+        }
+        let jwks_uri = parsed
+            .jwks_uri
+            .ok_or_else(|| FetchError::Document("the discovery document has no jwks_uri".into()))?;
+        let uri: Uri = jwks_uri.parse().map_err(|_| {
+            FetchError::Document(format!(
+                "the discovery document's jwks_uri {jwks_uri:?} is not a URL"
+            ))
+        })?;
+        usable_url(&uri).map_err(|why| {
+            FetchError::Document(format!(
+                "the discovery document's jwks_uri {jwks_uri:?} {why}"
+            ))
+        })?;
+        Ok(uri)
+    }
+
+    async fn get(&self, url: &Uri, accept: &'static str) -> Result<Bytes, FetchError> {
+        let request = Request::get(url.clone())
+            .header(header::ACCEPT, accept)
             .header(
                 header::USER_AGENT,
                 concat!("warden/", env!("CARGO_PKG_VERSION")),

@@ -10,6 +10,13 @@ use std::sync::Arc;
 
 use super::jwt::{Principal, Reason};
 
+/// The access log names a verified token by its `sub`.
+impl crate::access_log::Subject for Principal {
+    fn sub(&self) -> Option<&str> {
+        self.sub.as_deref()
+    }
+}
+
 /// A token's verdict, and what is known of it.
 #[derive(Clone, Debug)]
 pub struct AuthOutcome {

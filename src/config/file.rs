@@ -184,7 +184,9 @@ pub(crate) struct ValidationFile {
 #[serde(deny_unknown_fields)]
 pub(crate) struct TrustedIssuerFile {
     pub iss: String,
-    pub jwks_url: String,
+    pub jwks_url: Option<String>,
+    #[serde(default)]
+    pub discovery: bool,
     pub aud: Vec<String>,
     pub algs: Vec<String>,
     pub refresh: Option<String>,

@@ -11,7 +11,7 @@
 //! body the client framed wrong or cut short → 400 `bad_request`.
 //!
 //! It reads [`ExecutionKey`] from the request extensions and writes
-//! [`UpstreamTiming`] and [`UpstreamAddress`] into the response extensions.
+//! [`UpstreamTiming`] into the response extensions.
 
 mod echo;
 pub mod headers;
@@ -28,7 +28,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
 use tower::Service;
 
-use crate::access_log::{UpstreamAddress, UpstreamTiming};
+use crate::access_log::UpstreamTiming;
 use crate::body::{self, Body, BodyTooLarge, ClientBodyError};
 use crate::error::{ErrorCode, GatewayError};
 use crate::execution_key::ExecutionKey;
@@ -293,7 +293,10 @@ impl Service<Request<Body>> for Proxy {
             let sent =
                 tokio::time::timeout(inner.timeout, inner.client.client.request(request)).await;
             let elapsed = started.elapsed();
-            let address = UpstreamAddress(chosen.address.clone());
+            let timing = UpstreamTiming {
+                elapsed,
+                address: chosen.address.clone(),
+            };
             let response = match sent {
                 Ok(Ok(response)) => {
                     targets.succeeded(chosen);
@@ -316,8 +319,7 @@ impl Service<Request<Body>> for Proxy {
                         "the request body does not match its framing",
                     )
                     .into_response(key.as_ref());
-                    response.extensions_mut().insert(UpstreamTiming(elapsed));
-                    response.extensions_mut().insert(address);
+                    response.extensions_mut().insert(timing);
                     return Ok(response);
                 }
                 Ok(Err(err)) => {
@@ -332,8 +334,7 @@ impl Service<Request<Body>> for Proxy {
                     };
                     let mut response = GatewayError::new(ErrorCode::BadGateway, description)
                         .into_response(key.as_ref());
-                    response.extensions_mut().insert(UpstreamTiming(elapsed));
-                    response.extensions_mut().insert(address);
+                    response.extensions_mut().insert(timing);
                     return Ok(response);
                 }
                 Err(_) => {
@@ -346,26 +347,22 @@ impl Service<Request<Body>> for Proxy {
                         "the upstream did not answer in time",
                     )
                     .into_response(key.as_ref());
-                    response.extensions_mut().insert(UpstreamTiming(elapsed));
-                    response.extensions_mut().insert(address);
+                    response.extensions_mut().insert(timing);
                     return Ok(response);
                 }
             };
             if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                let mut switched = switch_protocols(
+                return Ok(switch_protocols(
                     response,
                     client_upgrade,
                     inner.tunnels.as_ref(),
                     key,
-                    elapsed,
-                );
-                switched.extensions_mut().insert(address);
-                return Ok(switched);
+                    timing,
+                ));
             }
             let (mut parts, incoming) = response.into_parts();
             headers::remove_hop_by_hop(&mut parts.headers);
-            parts.extensions.insert(UpstreamTiming(elapsed));
-            parts.extensions.insert(address);
+            parts.extensions.insert(timing);
             Ok(Response::from_parts(parts, body::boxed(incoming)))
         })
     }
@@ -380,7 +377,7 @@ fn switch_protocols(
     client: Option<hyper::upgrade::OnUpgrade>,
     tunnels: Option<&(Arc<Tunnels>, Arc<str>)>,
     key: Option<ExecutionKey>,
-    elapsed: Duration,
+    timing: UpstreamTiming,
 ) -> Response<Body> {
     let (Some(client), Some((tunnels, route))) = (client, tunnels) else {
         tracing::warn!("the upstream switched protocols without being asked to");
@@ -398,7 +395,7 @@ fn switch_protocols(
         http::header::CONNECTION,
         http::HeaderValue::from_static("upgrade"),
     );
-    parts.extensions.insert(UpstreamTiming(elapsed));
+    parts.extensions.insert(timing);
     tunnels.open(route.clone(), key, client, upstream);
     Response::from_parts(parts, body::empty())
 }

@@ -3,7 +3,9 @@
 //! - [`spawn_gateway`] runs the library's [`Gateway`] in this process, on
 //!   `127.0.0.1:0` for both listeners;
 //! - [`spawn_warden`] runs the `warden` binary with a config file, reads its
-//!   JSON log lines, and learns its ports from the `listening` line;
+//!   JSON log lines, and learns its ports from the `listening` line; every
+//!   JSON line is checked for a repeated key ([`check_line`]), and the test
+//!   fails if one repeats;
 //! - [`RecordingUpstream`] is a small hyper server that records every request
 //!   it gets and can be slow, stream a big answer, or add headers;
 //! - [`send`], [`get`] and [`raw_request`] are the clients: hyper-util's
@@ -733,6 +735,8 @@ pub struct WardenProcess {
     lines: mpsc::UnboundedReceiver<Value>,
     /// Lines read but not yet asked for.
     seen: VecDeque<Value>,
+    /// JSON lines that repeat a key, with why.
+    unreadable: Arc<Mutex<Vec<String>>>,
     _config: ConfigFile,
 }
 
@@ -754,9 +758,17 @@ pub async fn spawn_warden_with_env(toml: &str, env: &[(&str, &str)]) -> WardenPr
         .expect("start the warden binary");
     let stdout = child.stdout.take().expect("piped stdout");
     let (sender, lines) = mpsc::unbounded_channel();
+    let unreadable = Arc::new(Mutex::new(Vec::new()));
+    let found = unreadable.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
+            // Every JSON line of every test: no key may repeat (issue 14).
+            if line.starts_with('{')
+                && let Err(err) = check_line(&line)
+            {
+                found.lock().unwrap().push(format!("{err}: {line}"));
+            }
             let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
             if sender.send(value).is_err() {
                 break;
@@ -769,6 +781,7 @@ pub async fn spawn_warden_with_env(toml: &str, env: &[(&str, &str)]) -> WardenPr
         child,
         lines,
         seen: VecDeque::new(),
+        unreadable,
         _config: config,
     };
     let listening = process
@@ -802,6 +815,7 @@ impl WardenProcess {
     /// The first log line (from the start, lines already returned excluded)
     /// that satisfies `wanted`; lines skipped over stay available.
     pub async fn next_line(&mut self, wanted: impl Fn(&Value) -> bool) -> Value {
+        self.assert_lines_readable();
         if let Some(at) = self.seen.iter().position(&wanted) {
             return self.seen.remove(at).expect("position is in range");
         }
@@ -840,11 +854,26 @@ impl WardenProcess {
     }
 }
 
+impl WardenProcess {
+    /// Fails the test if a JSON log line so far repeated a key.
+    pub fn assert_lines_readable(&self) {
+        let unreadable = self.unreadable.lock().unwrap();
+        assert!(
+            unreadable.is_empty(),
+            "log lines with a repeated key:\n{}",
+            unreadable.join("\n")
+        );
+    }
+}
+
 impl Drop for WardenProcess {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+        if !std::thread::panicking() {
+            self.assert_lines_readable();
         }
     }
 }
@@ -1469,4 +1498,72 @@ impl WardenProcess {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+}
+
+// ---------------------------------------------------------------------------
+// Log lines a pipeline can read: JSON objects, no key repeated
+
+/// A JSON value in which no object repeats a key (checked while parsing:
+/// `serde_json::Value` would keep the last value and hide the repeat).
+struct NoRepeatedKeys;
+
+impl<'de> serde::de::Deserialize<'de> for NoRepeatedKeys {
+    fn deserialize<D: serde::de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NoRepeatedKeysVisitor)
+    }
+}
+
+struct NoRepeatedKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoRepeatedKeysVisitor {
+    type Value = NoRepeatedKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(NoRepeatedKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<NoRepeatedKeys>()?.is_some() {}
+        Ok(NoRepeatedKeys)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("the key {key:?} repeats")));
+            }
+            map.next_value::<NoRepeatedKeys>()?;
+        }
+        Ok(NoRepeatedKeys)
+    }
+}
+
+/// Whether a log `line` is one JSON object with no key repeated at any depth.
+pub fn check_line(line: &str) -> Result<(), String> {
+    if !line.trim_start().starts_with('{') {
+        return Err("not a JSON object".into());
+    }
+    serde_json::from_str::<NoRepeatedKeys>(line)
+        .map(|_| ())
+        .map_err(|err| err.to_string())
 }

@@ -194,17 +194,22 @@ fn body_fields(media_type: Option<&str>, body: &[u8]) -> Result<BodyFields, Fail
     match media_type {
         Some("application/x-www-form-urlencoded") => {
             let mut fields = BodyFields::default();
+            // The first of a repeated field counts, as for `grant_type` before.
             for (name, value) in form_fields(body) {
+                let value = Zeroizing::new(value);
                 match name.as_str() {
-                    "grant_type" => fields.grant_type.get_or_insert(value),
-                    "scope" => fields.scope.get_or_insert(value),
-                    "client_id" => fields.client_id.get_or_insert(value),
-                    "client_secret" => fields
-                        .client_secret
-                        .get_or_insert_with(|| Zeroizing::new(value))
-                        .as_mut(),
-                    _ => continue,
-                };
+                    "grant_type" if fields.grant_type.is_none() => {
+                        fields.grant_type = Some(value.to_string());
+                    }
+                    "scope" if fields.scope.is_none() => fields.scope = Some(value.to_string()),
+                    "client_id" if fields.client_id.is_none() => {
+                        fields.client_id = Some(value.to_string());
+                    }
+                    "client_secret" if fields.client_secret.is_none() => {
+                        fields.client_secret = Some(value);
+                    }
+                    _ => {}
+                }
             }
             Ok(fields)
         }

@@ -18,7 +18,7 @@ use super::report::{KeyPath, Report, duration};
 use crate::auth::ValidationSettings;
 use crate::auth::issue::IssuerSettings;
 use crate::auth::jwe::{KeyAlg, SUPPORTED_KEY_ALGS};
-use crate::auth::jwks::TrustedIssuerSettings;
+use crate::auth::jwks::{JwksSource, TrustedIssuerSettings, discovery_url, usable_url};
 use crate::auth::keys::{
     self, KeySettings, KeySource, LoadedKey, SUPPORTED_ALGORITHMS, parse_algorithm,
 };
@@ -279,35 +279,65 @@ pub(super) fn build_trusted_issuers(
                 "merge the two entries",
             );
         }
-        let jwks_url = match file.jwks_url.parse::<Uri>() {
-            Ok(uri) => {
-                let host = uri.host().unwrap_or_default();
-                match uri.scheme_str() {
-                    Some("https") if !host.is_empty() => Some(uri),
-                    Some("http") if is_loopback_host(host) => Some(uri),
-                    Some("http") => {
+        let jwks = match (&file.jwks_url, file.discovery) {
+            (Some(url), false) => {
+                let problem = match url.parse::<Uri>() {
+                    Ok(uri) => match usable_url(&uri) {
+                        Ok(()) => None,
+                        Err(why) => Some(format!("{url:?} {why}")),
+                    },
+                    Err(_) => Some(format!("{url:?} is not a URL")),
+                };
+                match problem {
+                    None => url.parse::<Uri>().ok().map(JwksSource::Url),
+                    Some(message) => {
                         report.problem(
                             &path.key("jwks_url"),
-                            "plain http:// is allowed only to a loopback address",
-                            "use the provider's https:// JWKS URL",
-                        );
-                        None
-                    }
-                    _ => {
-                        report.problem(
-                            &path.key("jwks_url"),
-                            format!("{:?} is not an https URL", file.jwks_url),
+                            message,
                             "use the provider's https:// JWKS URL",
                         );
                         None
                     }
                 }
             }
-            Err(_) => {
+            (None, true) => {
+                let document = discovery_url(&file.iss);
+                match document.as_ref().map(usable_url) {
+                    Some(Ok(())) => document.map(JwksSource::Discovery),
+                    Some(Err(why)) => {
+                        report.problem(
+                            &path.key("discovery"),
+                            format!("the discovery document of {:?} {why}", file.iss),
+                            "discovery reads {iss}/.well-known/openid-configuration: the iss must be an https URL (http only to a loopback address)",
+                        );
+                        None
+                    }
+                    None => {
+                        report.problem(
+                            &path.key("discovery"),
+                            format!(
+                                "{:?} is not a URL, so it has no discovery document",
+                                file.iss
+                            ),
+                            "give jwks_url instead, or the issuer's https iss",
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(_), true) => {
                 report.problem(
-                    &path.key("jwks_url"),
-                    format!("{:?} is not a URL", file.jwks_url),
-                    "use the provider's https:// JWKS URL",
+                    &path.key("discovery"),
+                    "is set together with jwks_url",
+                    "keep one: jwks_url, or discovery = true to read it from the discovery document",
+                );
+                None
+            }
+            (None, false) => {
+                report.problem(
+                    &path,
+                    "needs jwks_url or discovery = true",
+                    "give the provider's https:// JWKS URL, or discovery = true to read it from {iss}/.well-known/openid-configuration",
                 );
                 None
             }
@@ -368,10 +398,10 @@ pub(super) fn build_trusted_issuers(
         if report.problems.len() != before {
             continue;
         }
-        if let Some(jwks_url) = jwks_url {
+        if let Some(jwks) = jwks {
             issuers.push(TrustedIssuerSettings {
                 iss: file.iss,
-                jwks_url,
+                jwks,
                 audiences: file.aud,
                 algs,
                 refresh,
@@ -381,12 +411,4 @@ pub(super) fn build_trusted_issuers(
         }
     }
     issuers
-}
-
-fn is_loopback_host(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    bare.eq_ignore_ascii_case("localhost")
-        || bare
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
 }
