@@ -812,11 +812,13 @@ async fn the_user_unlinks_and_a_record_copied_to_another_subject_does_not_open()
     );
     gateway.shutdown().await;
 
-    // Mallory copies Alice's record under her own name in the vault file.
-    {
+    // Mallory copies Alice's record under her own name in the vault file,
+    // once relabelled as hers, once byte for byte (under Trudy's key).
+    let trudy = setup.token("trudy");
+    let path = {
         use warden::oauth_connections::vault::{RecordId, Vault, embedded_path};
-        let runtime_vault =
-            Vault::open_embedded(&embedded_path(&setup.dir.join("creds.store"))).unwrap();
+        let path = embedded_path(&setup.dir.join("creds.store"));
+        let runtime_vault = Vault::open_embedded(&path).unwrap();
         let mut record = runtime_vault.list().await.unwrap().pop().unwrap();
         assert_eq!(record.id.sub, "alice");
         record.id = RecordId {
@@ -824,11 +826,37 @@ async fn the_user_unlinks_and_a_record_copied_to_another_subject_does_not_open()
             ..record.id
         };
         runtime_vault.put(&record).await.unwrap();
+        path
+    };
+    {
+        use redb::ReadableTable;
+        const TABLE: redb::TableDefinition<'static, &str, &[u8]> =
+            redb::TableDefinition::new("connections");
+        let db = redb::Database::builder()
+            .set_concurrency_mode(redb::ConcurrencyMode::MultiWriter)
+            .open(&path)
+            .unwrap();
+        let write = db.begin_write().unwrap();
+        {
+            let mut table = write.open_table(TABLE).unwrap();
+            let alice_key = json!(["github", ISS, "alice"]).to_string();
+            let bytes = table
+                .get(alice_key.as_str())
+                .unwrap()
+                .unwrap()
+                .value()
+                .to_vec();
+            let trudy_key = json!(["github", ISS, "trudy"]).to_string();
+            table.insert(trudy_key.as_str(), bytes.as_slice()).unwrap();
+        }
+        write.commit().unwrap();
     }
     let (gateway, audit2) = setup.gateway().await;
     let base = gateway.url("");
     let copied = call(&base, "/repos/1", Method::GET, Some(&mallory), false).await;
     assert_json_error(&copied, 401, "connection_required");
+    let verbatim = call(&base, "/repos/1", Method::GET, Some(&trudy), false).await;
+    assert_json_error(&verbatim, 401, "connection_required");
     assert!(setup.upstream.requests().is_empty());
     let ok = call(&base, "/repos/1", Method::GET, Some(&alice), false).await;
     assert_eq!(

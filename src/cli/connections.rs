@@ -129,7 +129,7 @@ pub fn reseal_then(
         let original = vault.list().await.map_err(vault_error)?;
         let mut resealed: Vec<StoredRecord> = Vec::new();
         for record in &original {
-            let Ok(tokens) = open_record(&old_sealer, record) else {
+            let Ok(tokens) = open_record(&old_sealer, &record.id, record) else {
                 continue;
             };
             let mut sealed = seal_record(

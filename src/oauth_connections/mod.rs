@@ -139,12 +139,22 @@ pub fn seal_record(
     })
 }
 
-/// Opens the tokens of `record`.
-pub fn open_record(sealer: &Sealer, record: &StoredRecord) -> Result<Tokens, RecordError> {
+/// Opens the tokens of `record`, stored as the record of `id`: the
+/// associated data is the identity the record was looked up by, never the
+/// one it claims, so a record copied (unchanged) under another user's key
+/// does not open.
+pub fn open_record(
+    sealer: &Sealer,
+    id: &RecordId,
+    record: &StoredRecord,
+) -> Result<Tokens, RecordError> {
+    if record.id != *id {
+        return Err(RecordError::Damaged);
+    }
     let sealed = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(&record.sealed)
         .map_err(|_| RecordError::Damaged)?;
-    let plain = sealer.open(&record_aad(&record.id), &sealed)?;
+    let plain = sealer.open(&record_aad(id), &sealed)?;
     serde_json::from_slice(&plain).map_err(|_| RecordError::Damaged)
 }
 

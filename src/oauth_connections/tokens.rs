@@ -204,7 +204,7 @@ impl OauthConnections {
         let Some(record) = self.vault.get(id).await.map_err(unavailable)? else {
             return Err(TokenFailure::Required(Needed::NotConnected));
         };
-        let tokens = match open_record(&self.sealer, &record) {
+        let tokens = match open_record(&self.sealer, id, &record) {
             Ok(tokens) => tokens,
             Err(err) => {
                 tracing::error!(connection = %id.connection, sub = %id.sub, error = %err, "a connection record cannot be used; the user must connect again");
@@ -274,7 +274,7 @@ impl OauthConnections {
                 // Another replica may have refreshed (and rotated) first:
                 // then the record holds a refresh token other than ours.
                 if let Ok(Some(newer)) = self.vault.get(id).await
-                    && let Ok(current) = open_record(&self.sealer, &newer)
+                    && let Ok(current) = open_record(&self.sealer, id, &newer)
                     && current.refresh_token.as_ref() != Some(&refresh_token)
                 {
                     return Ok(cached(&current, newer.refreshed));

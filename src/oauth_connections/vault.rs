@@ -287,26 +287,25 @@ impl Vault {
                     let table = read.open_table(TABLE).map_err(|e| fail(&e))?;
                     let mut rows = Vec::new();
                     for row in table.iter().map_err(|e| fail(&e))? {
-                        let (_, value) = row.map_err(|e| fail(&e))?;
-                        rows.push(value.value().to_vec());
+                        let (key, value) = row.map_err(|e| fail(&e))?;
+                        rows.push((key.value().to_owned(), value.value().to_vec()));
                     }
                     Ok(rows)
                 })
                 .await?
             }
-            Backend::Redis(records) => records
-                .all()
-                .await
-                .map_err(unavailable)?
-                .into_iter()
-                .map(|(_, value)| value)
-                .collect(),
+            Backend::Redis(records) => records.all().await.map_err(unavailable)?,
         };
-        // One damaged record does not hide the others.
+        // One damaged record does not hide the others; nor is a record
+        // stored under another identity's key listed as that identity's.
         let mut records: Vec<StoredRecord> = rows
             .iter()
-            .filter_map(|bytes| match StoredRecord::from_bytes(bytes) {
-                Ok(record) => Some(record),
+            .filter_map(|(key, bytes)| match StoredRecord::from_bytes(bytes) {
+                Ok(record) if record.id.key() == *key => Some(record),
+                Ok(_) => {
+                    tracing::warn!(vault = %self.location(), "skipping a connection record stored under another identity's key");
+                    None
+                }
                 Err(err) => {
                     tracing::warn!(vault = %self.location(), error = %err, "skipping a damaged connection record");
                     None
