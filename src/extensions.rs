@@ -85,3 +85,9 @@ impl std::fmt::Debug for InjectedValue {
         f.write_str("InjectedValue([redacted])")
     }
 }
+
+/// Until when (seconds since the epoch) the request's verified token is
+/// valid: set by the JWT layer, read by whatever outlives the request (a
+/// WebSocket tunnel ends when its token would have expired).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthorizedUntil(pub i64);

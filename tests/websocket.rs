@@ -316,3 +316,124 @@ async fn a_shutdown_lets_tunnels_run_through_the_grace_period_then_closes_them()
         .unwrap();
     assert!(started.elapsed() >= Duration::from_millis(350));
 }
+
+#[tokio::test]
+async fn tunnels_are_bounded_by_max_connections_and_end_with_their_token() {
+    let f = fixture("max_connections = 2").await;
+    let token = f.token("chat");
+    let (_first, _) = f
+        .connect("/ws/a", Some(&token))
+        .await
+        .expect("the first tunnel");
+    let (_second, _) = f
+        .connect("/ws/b", Some(&token))
+        .await
+        .expect("the second tunnel");
+    match f.connect("/ws/c", Some(&token)).await {
+        Err(WsError::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("expected a 503 at the limit, got {other:?}"),
+    }
+    drop((_first, _second));
+    scrape_until(f.gateway.admin, &["warden_tunnels_active 0"]).await;
+
+    // A token that expires in two seconds: so does its tunnel.
+    let now = unix_now();
+    let short = f.key.token(&json!({
+        "iss": ISS, "aud": "warden", "sub": "alice", "iat": now, "exp": now + 2, "scope": "chat",
+    }));
+    let (mut socket, _) = f
+        .connect("/ws/d", Some(&short))
+        .await
+        .expect("the handshake");
+    socket.send(Message::text("ping")).await.unwrap();
+    let mut ended = false;
+    while let Ok(Some(message)) = tokio::time::timeout(PATIENCE, socket.next()).await {
+        if !matches!(message, Ok(Message::Text(_))) {
+            ended = true;
+            break;
+        }
+    }
+    assert!(ended, "the tunnel ended with its token");
+    scrape_until(
+        f.gateway.admin,
+        &[r#"warden_tunnels_total{end="max_duration",route="ws"} 1"#],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn only_the_allowed_protocol_goes_upstream_and_a_101_to_another_is_a_502() {
+    let f = fixture("").await;
+    let token = f.token("chat");
+    // The client offers websocket and h2c: the upstream hears of websocket only.
+    let request = format!(
+        "GET /ws/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket, h2c\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let head = response_head(f.gateway.addr, &request).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let handshake = f
+        .echo
+        .handshakes()
+        .pop()
+        .expect("the upstream got the handshake");
+    assert_eq!(
+        handshake.get("upgrade").and_then(|v| v.to_str().ok()),
+        Some("websocket")
+    );
+
+    // An upstream that switches to h2c instead.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let odd = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buffer = [0u8; 4096];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n")
+                    .await;
+                let _ = stream.read(&mut buffer).await;
+            });
+        }
+    });
+    let key = TestKey::generate("odd-hs256", Algorithm::HS256);
+    let key_file = key.file();
+    let toml = config(
+        "",
+        &format!(
+            "{entry}\n[issuer]\niss = \"{ISS}\"\naud = [\"warden\"]\n\n[[routes]]\nname = \"odd\"\npath_prefix = \"/odd\"\nupstream = \"http://{odd}\"\n",
+            entry = key.config_entry(&key_file),
+        ),
+    );
+    let gateway = spawn_gateway(&toml).await;
+    let now = unix_now();
+    let token = key.token(&json!({"iss": ISS, "aud": "warden", "sub": "a", "exp": now + 60}));
+    let request = format!(
+        "GET /odd/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    let head = response_head(gateway.addr, &request).await;
+    assert!(head.starts_with("HTTP/1.1 502"), "{head}");
+}
+
+/// Sends `request` and reads the response head (the connection may stay open).
+async fn response_head(addr: SocketAddr, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !received.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the head: {:?}",
+            String::from_utf8_lossy(&received)
+        );
+        received.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}

@@ -102,6 +102,9 @@ impl Service<Request<Body>> for JwtAuth {
                 response.extensions_mut().insert(outcome);
                 return Ok(response);
             }
+            request
+                .extensions_mut()
+                .insert(crate::extensions::AuthorizedUntil(principal.exp));
             request.extensions_mut().insert(principal.clone());
             let mut response = inner.call(request).await?;
             // A layer behind auth (the rate limit) may have refused it.

@@ -273,10 +273,26 @@ impl Service<Request<Body>> for Proxy {
             // of the connection is taken now, joined once the upstream
             // answers 101.
             let upgrade = request.extensions_mut().remove::<UpgradeRequested>();
-            let client_upgrade = match (&upgrade, &inner.tunnels) {
-                (Some(_), Some(_)) => Some(hyper::upgrade::on(&mut request)),
-                _ => None,
-            };
+            let mut client_upgrade = None;
+            if let (Some(requested), Some((tunnels, _))) = (upgrade, &inner.tunnels) {
+                let Some(place) = tunnels.reserve() else {
+                    return Ok(crate::error::json_error(
+                        http::StatusCode::SERVICE_UNAVAILABLE,
+                        "too_many_tunnels",
+                        "the gateway holds as many open tunnels as it allows; retry later",
+                        key.as_ref(),
+                    ));
+                };
+                client_upgrade = Some(PendingUpgrade {
+                    place,
+                    protocol: requested.0,
+                    until: request
+                        .extensions()
+                        .get::<crate::extensions::AuthorizedUntil>()
+                        .map(|a| a.0),
+                    client: hyper::upgrade::on(&mut request),
+                });
+            }
             if inner.client.http2 {
                 *request.version_mut() = Version::HTTP_2;
             } else {
@@ -368,35 +384,64 @@ impl Service<Request<Body>> for Proxy {
     }
 }
 
-/// The upstream's 101: the answer to an upgrade the client asked for (its
+/// An upgrade sent upstream, waiting for its 101.
+struct PendingUpgrade {
+    /// Its place among the tunnels.
+    place: tunnel::Reservation,
+    /// The one protocol asked for.
+    protocol: http::HeaderValue,
+    /// When the request's token expires.
+    until: Option<i64>,
+    /// The client's side of the connection, once hyper hands it over.
+    client: hyper::upgrade::OnUpgrade,
+}
+
+/// The upstream's 101: the answer to the upgrade the client asked for (its
 /// `Upgrade`, `Connection: upgrade`, the protocol's own headers), with the
-/// two connections joined in a tunnel once hyper hands them over; a 101
-/// the client did not ask for is a 502.
+/// two connections joined in a tunnel once hyper hands them over. A 101
+/// the client did not ask for, or to another protocol, is a 502.
 fn switch_protocols(
     mut response: Response<hyper::body::Incoming>,
-    client: Option<hyper::upgrade::OnUpgrade>,
+    pending: Option<PendingUpgrade>,
     tunnels: Option<&(Arc<Tunnels>, Arc<str>)>,
     key: Option<ExecutionKey>,
     timing: UpstreamTiming,
 ) -> Response<Body> {
-    let (Some(client), Some((tunnels, route))) = (client, tunnels) else {
+    let (Some(pending), Some((tunnels, route))) = (pending, tunnels) else {
         tracing::warn!("the upstream switched protocols without being asked to");
         return GatewayError::new(ErrorCode::BadGateway, "the upstream answered 101 unasked")
             .into_response(key.as_ref());
     };
+    let answered = response.headers().get(http::header::UPGRADE);
+    let same = answered
+        .and_then(|v| v.to_str().ok())
+        .zip(pending.protocol.to_str().ok())
+        .is_some_and(|(answered, asked)| answered.trim().eq_ignore_ascii_case(asked));
+    if !same {
+        tracing::warn!("the upstream switched to a protocol the client did not ask for");
+        return GatewayError::new(
+            ErrorCode::BadGateway,
+            "the upstream switched to another protocol",
+        )
+        .into_response(key.as_ref());
+    }
     let upstream = hyper::upgrade::on(&mut response);
     let (mut parts, _) = response.into_parts();
-    let protocol = parts.headers.get(http::header::UPGRADE).cloned();
     headers::remove_hop_by_hop(&mut parts.headers);
-    if let Some(protocol) = protocol {
-        parts.headers.insert(http::header::UPGRADE, protocol);
-    }
+    parts
+        .headers
+        .insert(http::header::UPGRADE, pending.protocol);
     parts.headers.insert(
         http::header::CONNECTION,
         http::HeaderValue::from_static("upgrade"),
     );
     parts.extensions.insert(timing);
-    tunnels.open(route.clone(), key, client, upstream);
+    let tunnel = tunnel::Tunnel {
+        route: route.clone(),
+        key,
+        until: pending.until,
+    };
+    tunnels.open(pending.place, tunnel, pending.client, upstream);
     Response::from_parts(parts, body::empty())
 }
 

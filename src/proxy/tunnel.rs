@@ -23,13 +23,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::execution_key::ExecutionKey;
 
-/// How long tunnels may live.
+/// How long tunnels may live, and how many may be open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TunnelLimits {
     /// Closed after this long without a byte either way.
     pub idle_timeout: Duration,
     /// Closed after this long in any case.
     pub max_duration: Duration,
+    /// Open at once at most (`[server] max_connections`): each holds a
+    /// client socket and an upstream socket; beyond it, 503.
+    pub max_open: usize,
 }
 
 impl Default for TunnelLimits {
@@ -37,13 +40,20 @@ impl Default for TunnelLimits {
         Self {
             idle_timeout: Duration::from_secs(300),
             max_duration: Duration::from_secs(24 * 3600),
+            max_open: 10_000,
         }
     }
 }
 
+/// How long both sides may take to hand their connections over after the
+/// 101.
+const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The protocol a request asks to upgrade to, when the route allows it:
 /// `Connection` names `upgrade` and `Upgrade`'s first protocol is one of
-/// `allowed` (compared without case, version ignored).
+/// `allowed` (compared without case, version ignored). It is that one
+/// protocol, as the route spells it, that goes upstream: never the
+/// client's other offers.
 pub fn requested_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
     if allowed.is_empty() {
         return None;
@@ -57,13 +67,27 @@ pub fn requested_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<Head
     let value = headers.get(header::UPGRADE)?;
     let first = value.to_str().ok()?.split(',').next()?.trim();
     let name = first.split('/').next().unwrap_or(first);
-    (connection_upgrade && allowed.iter().any(|p| p.eq_ignore_ascii_case(name)))
-        .then(|| value.clone())
+    if !connection_upgrade {
+        return None;
+    }
+    let protocol = allowed.iter().find(|p| p.eq_ignore_ascii_case(name))?;
+    HeaderValue::from_str(protocol).ok()
 }
 
 /// The upgrade a request asked for, left by the header policy for the proxy.
 #[derive(Clone, Debug)]
 pub struct UpgradeRequested(pub HeaderValue);
+
+/// What a tunnel is, for its limits and its log line.
+#[derive(Debug)]
+pub struct Tunnel {
+    /// The route that opened it.
+    pub route: Arc<str>,
+    /// The handshake's execution key (and trace id).
+    pub key: Option<ExecutionKey>,
+    /// When the handshake's token expires (seconds since the epoch).
+    pub until: Option<i64>,
+}
 
 /// Why a tunnel ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +116,8 @@ impl End {
 #[derive(Debug)]
 pub struct Tunnels {
     limits: std::sync::RwLock<TunnelLimits>,
+    /// Tunnels reserved or open.
+    open: std::sync::atomic::AtomicUsize,
     active: prometheus::IntGauge,
     total: prometheus::IntCounterVec,
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -105,11 +131,22 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// A place among the tunnels, taken before the upgrade; given back on drop.
+#[derive(Debug)]
+pub struct Reservation(Arc<Tunnels>);
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Tunnels {
     /// The registry, reporting into `active` and `total`.
     pub fn new(active: prometheus::IntGauge, total: prometheus::IntCounterVec) -> Self {
         Self {
             limits: std::sync::RwLock::new(TunnelLimits::default()),
+            open: std::sync::atomic::AtomicUsize::new(0),
             active,
             total,
             shutdown: tokio::sync::watch::channel(false).0,
@@ -123,9 +160,17 @@ impl Tunnels {
         }
     }
 
-    /// How many tunnels are open.
-    pub fn active(&self) -> i64 {
-        self.active.get()
+    /// How many tunnels are open (or being opened).
+    pub fn active(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// A place for one more tunnel, unless `max_open` are open.
+    pub fn reserve(self: &Arc<Self>) -> Option<Reservation> {
+        let max = self.limits.read().map(|l| l.max_open).unwrap_or(0);
+        let taken = self.open.fetch_add(1, Ordering::AcqRel);
+        let reservation = Reservation(self.clone());
+        (taken < max).then_some(reservation)
     }
 
     /// Ends every tunnel (at the end of the shutdown grace).
@@ -134,37 +179,53 @@ impl Tunnels {
     }
 
     /// Joins `client` and `upstream` once both upgrades complete, in a task
-    /// of its own.
+    /// of its own, holding `place` until it ends.
     pub fn open(
         self: &Arc<Self>,
-        route: Arc<str>,
-        key: Option<ExecutionKey>,
+        place: Reservation,
+        tunnel: Tunnel,
         client: OnUpgrade,
         upstream: OnUpgrade,
     ) {
         let this = self.clone();
-        tokio::spawn(async move { this.run(&route, key.as_ref(), client, upstream).await });
+        tokio::spawn(async move {
+            this.run(&tunnel, client, upstream).await;
+            drop(place);
+        });
     }
 
-    async fn run(
-        &self,
-        route: &str,
-        key: Option<&ExecutionKey>,
-        client: OnUpgrade,
-        upstream: OnUpgrade,
-    ) {
+    async fn run(&self, tunnel: &Tunnel, client: OnUpgrade, upstream: OnUpgrade) {
+        let route = &*tunnel.route;
+        let key = tunnel.key.as_ref();
         let limits = self.limits.read().map(|l| *l).unwrap_or_default();
         let mut shutdown = self.shutdown.subscribe();
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
-            Err(err) => {
+        let handover = tokio::select! {
+            both = tokio::time::timeout(UPGRADE_TIMEOUT, async { tokio::try_join!(client, upstream) }) => both,
+            _ = shutdown.wait_for(|closing| *closing) => return,
+        };
+        let (client, upstream) = match handover {
+            Ok(Ok(both)) => both,
+            Ok(Err(err)) => {
                 tracing::debug!(%route, error = %err, "the upgrade did not complete");
                 self.total
                     .with_label_values(&[route, End::Failed.as_str()])
                     .inc();
                 return;
             }
+            Err(_) => {
+                tracing::debug!(%route, "the upgrade did not complete in time");
+                self.total
+                    .with_label_values(&[route, End::Failed.as_str()])
+                    .inc();
+                return;
+            }
         };
+        // The tunnel ends when the handshake's token would have expired.
+        let token_left = tunnel.until.map(|exp| {
+            Duration::from_secs(u64::try_from(exp - crate::clock::unix_now()).unwrap_or(0))
+        });
+        let max_duration =
+            token_left.map_or(limits.max_duration, |left| left.min(limits.max_duration));
         self.active.inc();
         let _counted = Counted(&self.active);
         let started = Instant::now();
@@ -172,11 +233,26 @@ impl Tunnels {
         let (from_client, from_upstream) = (AtomicU64::new(0), AtomicU64::new(0));
         let (client_read, client_write) = tokio::io::split(TokioIo::new(client));
         let (upstream_read, upstream_write) = tokio::io::split(TokioIo::new(upstream));
+        // Both directions run until each has ended cleanly (a half-close
+        // is passed on); a failure of either ends the tunnel.
         let relay = async {
-            tokio::join!(
-                pump(client_read, upstream_write, &from_client, &last, started),
-                pump(upstream_read, client_write, &from_upstream, &last, started),
-            )
+            let up = pump(client_read, upstream_write, &from_client, &last, started);
+            let down = pump(upstream_read, client_write, &from_upstream, &last, started);
+            tokio::pin!(up, down);
+            let (mut up_done, mut down_done) = (false, false);
+            while !(up_done && down_done) {
+                tokio::select! {
+                    ended = &mut up, if !up_done => {
+                        ended?;
+                        up_done = true;
+                    }
+                    ended = &mut down, if !down_done => {
+                        ended?;
+                        down_done = true;
+                    }
+                }
+            }
+            Ok::<(), std::io::Error>(())
         };
         let idle = async {
             loop {
@@ -189,15 +265,16 @@ impl Tunnels {
             }
         };
         let end = tokio::select! {
-            (up, down) = relay => if up.is_ok() && down.is_ok() { End::Closed } else { End::Failed },
+            relayed = relay => if relayed.is_ok() { End::Closed } else { End::Failed },
             () = idle => End::Idle,
-            () = tokio::time::sleep(limits.max_duration) => End::MaxDuration,
+            () = tokio::time::sleep(max_duration) => End::MaxDuration,
             _ = shutdown.wait_for(|closing| *closing) => End::Shutdown,
         };
         self.total.with_label_values(&[route, end.as_str()]).inc();
         tracing::info!(
             %route,
             execution_key = key.map(ExecutionKey::as_str).unwrap_or(""),
+            trace_id = key.and_then(ExecutionKey::trace_id),
             end = end.as_str(),
             duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             bytes_from_client = from_client.load(Ordering::Relaxed),
@@ -223,6 +300,8 @@ async fn pump(
             return to.shutdown().await;
         }
         to.write_all(&buffer[..n]).await?;
+        // A TLS writer may keep what it was given: send it now.
+        to.flush().await?;
         bytes.fetch_add(n as u64, Ordering::Relaxed);
         let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         last.store(at, Ordering::Relaxed);

@@ -393,7 +393,6 @@ impl Persistent {
                 "a route injects a connection, but no connections are set up",
             ));
         }
-        self.tunnels.set_limits(config.server.tunnels);
         let mut clients = HashMap::new();
         for route in &config.routes {
             if !clients.contains_key(&route.connection) {
@@ -417,6 +416,9 @@ impl Persistent {
             token_issuer: signing_issuer(config).map(Arc::new),
         };
         let built = stack::build(config, &parts);
+        // Nothing fails past this point: a reload that does not build
+        // leaves the limits in force as they were.
+        self.tunnels.set_limits(config.server.tunnels);
         let tls = config
             .server
             .tls

@@ -392,6 +392,13 @@ impl Gateway {
             }
         }
         tunnels.close_all();
+        // Their end is logged and counted as they close.
+        let closed = async {
+            while tunnels.active() > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
         admin_task.abort();
         self.live.stop();
         self.persistent.stop();

@@ -139,6 +139,7 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
                 file.tunnel_max_duration.as_deref(),
                 defaults.tunnels.max_duration,
             ),
+            max_open: usize::try_from(max_connections).unwrap_or(usize::MAX),
         },
     }
 }
