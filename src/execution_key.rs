@@ -115,6 +115,7 @@ fn random_bits() -> [u8; KEY_RANDOM_BYTES] {
 /// this thread's pool: ids must be unique, not secret. `N` is at most the
 /// pool's size.
 pub fn random_id<const N: usize>() -> [u8; N] {
+    const { assert!(N <= KEY_RANDOM_BYTES * POOL_KEYS) };
     RANDOM_POOL.with_borrow_mut(|pool| {
         if pool.next + N > pool.bytes.len() {
             // On failure (never seen) the key is still unique enough in time.

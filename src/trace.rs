@@ -224,10 +224,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let parent = request
-            .headers()
-            .get(&TRACEPARENT)
-            .and_then(parse_traceparent);
+        // Exactly one traceparent: several are no parent at all (W3C §3.2).
+        let mut given = request.headers().get_all(&TRACEPARENT).iter();
+        let parent = match (given.next(), given.next()) {
+            (Some(one), None) => parse_traceparent(one),
+            _ => None,
+        };
         let (trace_id, span_id, flags) = match &self.exporter {
             Some(exporter) => {
                 let span = start_span(exporter, parent, &request);
@@ -241,8 +243,9 @@ where
                     context.trace_flags().to_u8(),
                 )
             }
+            // Version 00 defines one flag, `sampled`; the others go.
             None => match parent {
-                Some(parent) => (parent.trace_id, random::<8>(), parent.flags),
+                Some(parent) => (parent.trace_id, random::<8>(), parent.flags & 0x01),
                 None => (random::<16>(), random::<8>(), 0x01),
             },
         };
@@ -287,8 +290,22 @@ fn start_span<B>(
         }
         None => opentelemetry::Context::new(),
     };
+    // A method the client made up is `_OTHER`, as the OpenTelemetry
+    // conventions say: span names stay a bounded set.
+    let method = match *request.method() {
+        http::Method::GET
+        | http::Method::HEAD
+        | http::Method::POST
+        | http::Method::PUT
+        | http::Method::DELETE
+        | http::Method::CONNECT
+        | http::Method::OPTIONS
+        | http::Method::TRACE
+        | http::Method::PATCH => request.method().as_str(),
+        _ => "_OTHER",
+    };
     let mut attributes = vec![
-        KeyValue::new("http.request.method", request.method().as_str().to_owned()),
+        KeyValue::new("http.request.method", method.to_owned()),
         KeyValue::new("url.path", request.uri().path().to_owned()),
     ];
     if let Some(key) = request.extensions().get::<ExecutionKey>() {
@@ -299,7 +316,7 @@ fn start_span<B>(
     }
     let builder = exporter
         .tracer
-        .span_builder(request.method().as_str().to_owned())
+        .span_builder(method.to_owned())
         .with_kind(SpanKind::Server)
         .with_attributes(attributes);
     exporter.tracer.build_with_context(builder, &cx)

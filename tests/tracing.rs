@@ -140,9 +140,37 @@ async fn a_missing_or_malformed_traceparent_starts_a_new_trace() {
         );
         traces.push(trace);
     }
+    // Two traceparents are none (W3C §3.2): a new trace, flags of its own.
+    let valid = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("traceparent", valid.as_str()),
+        ("traceparent", valid.as_str()),
+    ];
+    assert_eq!(
+        get_with(&gateway.url("/orders/1"), &headers).await.status,
+        StatusCode::OK
+    );
+    let seen = setup.upstream.requests().pop().unwrap();
+    let (trace, _, _) = traceparent_parts(seen.header("traceparent").unwrap());
+    assert_ne!(trace, TRACE_ID);
+    traces.push(trace);
+    // Flags version 00 does not define are not passed on.
+    let odd_flags = format!("00-{TRACE_ID}-{CLIENT_SPAN}-ff");
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("traceparent", odd_flags.as_str()),
+    ];
+    assert_eq!(
+        get_with(&gateway.url("/orders/1"), &headers).await.status,
+        StatusCode::OK
+    );
+    let seen = setup.upstream.requests().pop().unwrap();
+    let (trace, _, flags) = traceparent_parts(seen.header("traceparent").unwrap());
+    assert_eq!((trace.as_str(), flags.as_str()), (TRACE_ID, "01"));
     traces.sort();
     traces.dedup();
-    assert_eq!(traces.len(), 4, "a new trace each time");
+    assert_eq!(traces.len(), 5, "a new trace each time");
 }
 
 #[tokio::test]

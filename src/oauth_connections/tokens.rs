@@ -169,7 +169,7 @@ impl OauthConnections {
         let this = self.clone();
         let (id, stale, key) = (id.clone(), stale.cloned(), key.cloned());
         let task_slot = slot.clone();
-        let loaded = tokio::spawn(async move {
+        let loaded = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let result = this.load(&id, stale.as_ref(), key.as_ref()).await;
             match &result {
                 Ok(fresh) => *cached = Some(fresh.clone()),
@@ -182,7 +182,7 @@ impl OauthConnections {
                 }
             }
             result
-        })
+        }))
         .await
         .unwrap_or_else(|_| Err(TokenFailure::Unavailable("the token task failed".into())));
         loaded.map(|fresh| fresh.token)
@@ -251,6 +251,18 @@ impl OauthConnections {
                     }),
                 };
                 let scope = grant.scope.or(record.scope.clone());
+                // The refresh took time: a record removed (unlinked) or
+                // replaced (linked anew) meanwhile is not written over.
+                let current = self.vault.get(id).await.ok().flatten();
+                if current.as_ref() != Some(&record) {
+                    tracing::info!(connection = %id.connection, sub = %id.sub, "the connection changed during its refresh; the refreshed tokens are dropped");
+                    return Err(match current {
+                        None => TokenFailure::Required(Needed::NotConnected),
+                        Some(_) => TokenFailure::Unavailable(
+                            "the connection changed during its refresh".into(),
+                        ),
+                    });
+                }
                 match seal_record(&self.sealer, id, &fresh, record.created, scope) {
                     Ok(sealed) => {
                         if let Err(err) = self.vault.put(&sealed).await {

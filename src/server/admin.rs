@@ -205,7 +205,8 @@ impl Admin {
         sub: &str,
         key: &ExecutionKey,
     ) -> Response<Body> {
-        let Some(connections) = auth.connections.as_ref().filter(|c| c.get(name).is_some()) else {
+        // Records of a connection no longer configured can be removed too.
+        let Some(connections) = auth.connections.as_ref() else {
             return json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",

@@ -100,17 +100,21 @@ impl Records {
             self.table,
             crate::crypto::sha256_hex(owner.as_bytes())
         );
+        // The window is set before anything is counted in it, so no
+        // failure between the two commands leaves a count that never ends.
+        let mut start = ::redis::cmd("SET");
+        start
+            .arg(&key)
+            .arg(0)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg("NX");
+        self.redis
+            .query::<Option<String>>("pending_count", start)
+            .await?;
         let mut command = ::redis::cmd("INCR");
         command.arg(&key);
-        let count: u64 = self.redis.query("pending_count", command).await?;
-        if count == 1 {
-            let mut expire = ::redis::cmd("PEXPIRE");
-            expire
-                .arg(&key)
-                .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
-            self.redis.query::<i64>("pending_count", expire).await?;
-        }
-        Ok(count)
+        self.redis.query("pending_count", command).await
     }
 
     /// Takes the value under `id`: the first caller gets it, later ones
