@@ -1007,6 +1007,35 @@ async fn redis_answers(port: u16) -> bool {
     true
 }
 
+/// One command to the test's Redis; the first line of its answer.
+async fn redis_command(port: u16, args: &[&str]) -> String {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut command = format!(
+        "*2\r\n$4\r\nAUTH\r\n${}\r\n{REDIS_PASSWORD}\r\n*{}\r\n",
+        REDIS_PASSWORD.len(),
+        args.len()
+    );
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(command.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let mut buffer = [0u8; 256];
+    // "+OK" for AUTH, then the command's answer.
+    while reply.iter().filter(|b| **b == b'\n').count() < 2 {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "redis closed the connection");
+        reply.extend_from_slice(&buffer[..n]);
+    }
+    let text = String::from_utf8_lossy(&reply).into_owned();
+    text.lines().nth(1).unwrap_or_default().to_owned()
+}
+
 async fn start_redis() -> RedisServer {
     for _ in 0..5 {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -1075,6 +1104,42 @@ async fn with_redis_a_connection_made_through_one_replica_is_used_by_the_other()
     // And it is single-use fleet-wide.
     assert_json_error(
         &call(&base_a, &callback, Method::GET, None, true).await,
+        400,
+        "invalid_state",
+    );
+
+    // An expired loop: Redis lets the state's key expire (its TTL cut to
+    // 1 ms here, instead of waiting ten minutes); the callback refuses it.
+    let bob = setup.token("bob");
+    let started = call(
+        &base_a,
+        "/oauth/github/connect",
+        Method::POST,
+        Some(&bob),
+        false,
+    )
+    .await;
+    let authorize = started.json()["authorize_url"].as_str().unwrap().to_owned();
+    let state = pairs(authorize.split_once('?').unwrap().1)["state"].clone();
+    let key = format!(
+        "conn-test:connections:pending:{}",
+        common::sha256_hex(state.as_bytes())
+    );
+    assert_eq!(
+        redis_command(redis.port, &["PEXPIRE", &key, "1"]).await,
+        ":1"
+    );
+    while redis_command(redis.port, &["EXISTS", &key]).await != ":0" {
+        tokio::task::yield_now().await;
+    }
+    let location = get(&format!("{authorize}&login=bob-gh"))
+        .await
+        .header("location")
+        .unwrap()
+        .to_owned();
+    let callback = location.strip_prefix(PUBLIC_HOST).unwrap().to_owned();
+    assert_json_error(
+        &call(&base_b, &callback, Method::GET, None, true).await,
         400,
         "invalid_state",
     );

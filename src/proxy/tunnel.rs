@@ -173,9 +173,18 @@ impl Tunnels {
         (taken < max).then_some(reservation)
     }
 
-    /// Ends every tunnel (at the end of the shutdown grace).
-    pub fn close_all(&self) {
+    /// Ends every tunnel (at the end of the shutdown grace), waiting up
+    /// to `patience` for them to close.
+    pub async fn close_all(&self, patience: Duration) {
         self.shutdown.send_replace(true);
+        let _ = tokio::time::timeout(patience, self.all_closed()).await;
+    }
+
+    /// Returns once no tunnel is open.
+    pub async fn all_closed(&self) {
+        while self.active() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Joins `client` and `upstream` once both upgrades complete, in a task

@@ -378,9 +378,7 @@ impl Gateway {
         // period ends (or they end on their own), then are closed.
         let drained = async {
             connections.drained().await;
-            while tunnels.active() > 0 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            tunnels.all_closed().await;
         };
         match tokio::time::timeout(self.settings.shutdown_grace, drained).await {
             Ok(()) => tracing::info!("all connections drained"),
@@ -391,14 +389,8 @@ impl Gateway {
                 )
             }
         }
-        tunnels.close_all();
-        // Their end is logged and counted as they close.
-        let closed = async {
-            while tunnels.active() > 0 {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+        // Their ends are logged and counted as they close.
+        tunnels.close_all(Duration::from_secs(1)).await;
         admin_task.abort();
         self.live.stop();
         self.persistent.stop();
