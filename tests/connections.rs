@@ -1375,3 +1375,55 @@ async fn a_user_cannot_start_more_than_ten_sign_ins_in_ten_minutes() {
     .await;
     assert_eq!(bob.status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn with_redis_two_replicas_refreshing_the_same_user_ask_the_provider_once() {
+    let setup = Setup::new().await;
+    let redis = start_redis().await;
+    let toml = setup.toml(
+        "[shared_state]\nbackend = \"redis\"\nurl_env = \"CONNECTIONS_REDIS_URL\"\nkey_prefix = \"conn-race:\"\ntimeout = \"500ms\"",
+    );
+    let url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/0", redis.port);
+    let env = [("CONNECTIONS_REDIS_URL", url.as_str())];
+    let a = spawn_warden_with_env(&toml, &env).await;
+    let b = spawn_warden_with_env(&toml, &env).await;
+    let (base_a, base_b) = (format!("http://{}", a.addr), format!("http://{}", b.addr));
+    let alice = setup.token("alice");
+    // Linked with three seconds to live: too little to inject, on both.
+    setup.provider.state.expires_in.store(3, Ordering::SeqCst);
+    let linked = run_loop(&base_a, &setup.provider, "github", &alice, "alice-gh").await;
+    assert_eq!(linked.status, StatusCode::OK);
+    setup
+        .provider
+        .state
+        .expires_in
+        .store(3600, Ordering::SeqCst);
+    setup
+        .provider
+        .state
+        .refresh_delay_ms
+        .store(600, Ordering::SeqCst);
+
+    let (on_a, on_b) = tokio::join!(
+        call(&base_a, "/repos/1", Method::GET, Some(&alice), false),
+        call(&base_b, "/repos/1", Method::GET, Some(&alice), false),
+    );
+    assert_eq!(on_a.status, StatusCode::OK, "{:?}", on_a.body);
+    assert_eq!(on_b.status, StatusCode::OK, "{:?}", on_b.body);
+    assert_eq!(
+        setup.provider.state.refreshes.load(Ordering::SeqCst),
+        1,
+        "one refresh for the fleet"
+    );
+    let tokens: Vec<String> = setup
+        .upstream
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_owned())
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(
+        tokens[0], tokens[1],
+        "both replicas use the one refreshed token"
+    );
+}

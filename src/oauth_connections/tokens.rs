@@ -29,6 +29,8 @@ pub const REREAD_AFTER: Duration = Duration::from_secs(60);
 const MIN_REMAINING: i64 = 5;
 /// The shortest time between two refreshes forced by upstream 401s.
 pub const MIN_FORCED_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a replica waits for another one's refresh of the same user.
+const OTHER_REFRESH_WAIT: Duration = Duration::from_secs(12);
 /// The most users whose tokens are kept in memory.
 const MAX_USERS: u64 = 100_000;
 
@@ -237,8 +239,62 @@ impl OauthConnections {
             }
             return Err(TokenFailure::Required(Needed::Expired));
         };
+        // One refresh per user across the fleet: a replica that finds
+        // another refreshing serves the current token while it is still
+        // good, else waits for the other's result.
+        if !self.vault.lock_refresh(id).await {
+            if usable {
+                return Ok(cached(&tokens, record.refreshed));
+            }
+            return self.await_other_refresh(id, &record).await;
+        }
+        let refreshed = self
+            .refresh(id, &settings, &record, &tokens, refresh_token, usable, key)
+            .await;
+        self.vault.unlock_refresh(id).await;
+        refreshed
+    }
+
+    /// Waits (up to [`OTHER_REFRESH_WAIT`]) for another replica's refresh
+    /// of `id` to change `record`, and uses what it stored.
+    async fn await_other_refresh(
+        &self,
+        id: &RecordId,
+        record: &super::vault::StoredRecord,
+    ) -> Result<Cached, TokenFailure> {
+        let deadline = Instant::now() + OTHER_REFRESH_WAIT;
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match self.vault.get(id).await {
+                Ok(None) => return Err(TokenFailure::Required(Needed::NotConnected)),
+                Ok(Some(newer)) if newer != *record => {
+                    return match open_record(&self.sealer, id, &newer) {
+                        Ok(current) => Ok(cached(&current, newer.refreshed)),
+                        Err(_) => Err(TokenFailure::Required(Needed::NotConnected)),
+                    };
+                }
+                _ => {}
+            }
+        }
+        Err(TokenFailure::Unavailable(
+            "another replica's refresh of the connection did not finish in time".into(),
+        ))
+    }
+
+    /// Trades the refresh token for new tokens and stores them.
+    #[allow(clippy::too_many_arguments)]
+    async fn refresh(
+        &self,
+        id: &RecordId,
+        settings: &super::OauthConnectionSettings,
+        record: &super::vault::StoredRecord,
+        tokens: &Tokens,
+        refresh_token: SecretString,
+        usable: bool,
+        key: Option<&ExecutionKey>,
+    ) -> Result<Cached, TokenFailure> {
         let label = settings.name.as_str();
-        match provider::refresh(&self.client, &settings, &refresh_token).await {
+        match provider::refresh(&self.client, settings, &refresh_token).await {
             Ok(grant) => {
                 self.refresh_total.with_label_values(&[label, "ok"]).inc();
                 let now = crate::clock::unix_now();
@@ -254,7 +310,7 @@ impl OauthConnections {
                 // The refresh took time: a record removed (unlinked) or
                 // replaced (linked anew) meanwhile is not written over.
                 let current = self.vault.get(id).await.ok().flatten();
-                if current.as_ref() != Some(&record) {
+                if current.as_ref() != Some(record) {
                     tracing::info!(connection = %id.connection, sub = %id.sub, "the connection changed during its refresh; the refreshed tokens are dropped");
                     return Err(match current {
                         None => TokenFailure::Required(Needed::NotConnected),
@@ -307,7 +363,7 @@ impl OauthConnections {
                 tracing::warn!(connection = %id.connection, sub = %id.sub, error = %err, "connection token refresh failed");
                 // A token due for refresh but not expired still serves.
                 if usable {
-                    let mut current = cached(&tokens, record.refreshed);
+                    let mut current = cached(tokens, record.refreshed);
                     current.use_until = Instant::now() + Duration::from_secs(1);
                     return Ok(current);
                 }

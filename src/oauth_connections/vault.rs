@@ -23,6 +23,9 @@ use crate::shared_state::records::Records;
 const TABLE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("connections");
 /// The Redis hash of the records (after `[shared_state] key_prefix`).
 pub const REDIS_TABLE: &str = "connections";
+/// The longest one replica holds a user's refresh lock (more than a token
+/// request may take).
+pub const REFRESH_LOCK: Duration = Duration::from_secs(15);
 /// How long a login loop may take.
 pub const PENDING_TTL: Duration = Duration::from_secs(600);
 /// The most login loops one user may start in [`PENDING_TTL`]: a token
@@ -316,6 +319,27 @@ impl Vault {
             (&a.id.connection, &a.id.iss, &a.id.sub).cmp(&(&b.id.connection, &b.id.iss, &b.id.sub))
         });
         Ok(records)
+    }
+
+    /// Takes the fleet-wide refresh lock of `id` (for [`REFRESH_LOCK`] at
+    /// most): `false` when another replica refreshes that user now. The
+    /// embedded vault has one process: always `true`. A Redis that does not
+    /// answer grants it (the refresh then runs as it would alone).
+    pub async fn lock_refresh(&self, id: &RecordId) -> bool {
+        match &self.backend {
+            Backend::Embedded { .. } => true,
+            Backend::Redis(records) => records
+                .try_lock(&id.key(), REFRESH_LOCK)
+                .await
+                .unwrap_or(true),
+        }
+    }
+
+    /// Gives the refresh lock of `id` back.
+    pub async fn unlock_refresh(&self, id: &RecordId) {
+        if let Backend::Redis(records) = &self.backend {
+            let _ = records.unlock(&id.key()).await;
+        }
     }
 
     /// Counts a loop started by `owner`; `false` once they started

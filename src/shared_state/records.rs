@@ -117,6 +117,35 @@ impl Records {
         self.redis.query("pending_count", command).await
     }
 
+    /// Takes the lock `name` for at most `ttl`, unless another replica
+    /// holds it: whether this one now does.
+    pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<bool, RedisError> {
+        let mut command = ::redis::cmd("SET");
+        command
+            .arg(self.lock_key(name))
+            .arg(1)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg("NX");
+        let taken: Option<String> = self.redis.query("lock", command).await?;
+        Ok(taken.is_some())
+    }
+
+    /// Gives the lock `name` back.
+    pub async fn unlock(&self, name: &str) -> Result<(), RedisError> {
+        let mut command = ::redis::cmd("DEL");
+        command.arg(self.lock_key(name));
+        self.redis.query::<i64>("lock", command).await.map(drop)
+    }
+
+    fn lock_key(&self, name: &str) -> String {
+        format!(
+            "{}:lock:{}",
+            self.table,
+            crate::crypto::sha256_hex(name.as_bytes())
+        )
+    }
+
     /// Takes the value under `id`: the first caller gets it, later ones
     /// (on any replica) get nothing.
     pub async fn take_pending(&self, id: &str) -> Result<Option<Vec<u8>>, RedisError> {
