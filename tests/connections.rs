@@ -554,8 +554,9 @@ async fn a_state_works_once_for_its_own_connection_and_a_refusal_stores_nothing(
     );
     assert_eq!(
         page.header("content-security-policy"),
-        Some("default-src 'none'")
+        Some("default-src 'none'; frame-ancestors 'none'")
     );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
 
     // Foreign: a state the gitlab loop issued, brought to github's callback.
     let started = call(
