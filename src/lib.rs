@@ -6,7 +6,7 @@
 //! that knows the order):
 //!
 //! ```text
-//! accept → execution key → [client address] → access log + metrics → catch panic → size limits
+//! accept → execution key → trace → [client address] → access log + metrics → catch panic → size limits
 //!   → dispatcher (authority, normalise, match) → request deadline
 //!   → [token-use observer → JWT auth] → header policy → [credential] → upstream
 //! ```

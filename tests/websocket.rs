@@ -262,6 +262,8 @@ async fn a_route_that_allows_no_upgrade_passes_the_request_on_as_plain_http() {
         handshake.is_empty(),
         "the upstream saw no WebSocket handshake"
     );
+    // It did see the request: as plain HTTP, which it would not upgrade.
+    assert_eq!(*f.echo.connections.lock().unwrap(), 1);
 }
 
 #[tokio::test]

@@ -44,7 +44,12 @@ pub struct InjectConnectionSettings {
 /// Injects the user's token of one connection.
 #[derive(Clone, Debug)]
 pub struct InjectConnectionLayer {
-    settings: Arc<InjectConnectionSettings>,
+    /// The connection's name.
+    connection: Arc<str>,
+    /// Where the token goes, resolved once: `Authorization` by default.
+    location: Arc<Location>,
+    /// Whether it goes as `Bearer <token>` (in `Authorization`).
+    as_bearer: bool,
     connections: Arc<OauthConnections>,
     max_body_bytes: usize,
 }
@@ -57,7 +62,15 @@ impl InjectConnectionLayer {
         max_body_bytes: u64,
     ) -> Self {
         Self {
-            settings: Arc::new(settings),
+            as_bearer: settings.location.as_ref().is_none_or(
+                |l| matches!(l, Location::Header(h) if h.eq_ignore_ascii_case("authorization")),
+            ),
+            location: Arc::new(
+                settings
+                    .location
+                    .unwrap_or_else(|| Location::Header("authorization".into())),
+            ),
+            connection: settings.connection.into(),
             connections,
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
         }
@@ -105,7 +118,7 @@ pub fn connection_required(name: &str, key: Option<&ExecutionKey>) -> Response<B
 impl InjectConnection {
     async fn handle(self, request: Request<Body>) -> Response<Body> {
         let key = request.extensions().get::<ExecutionKey>().cloned();
-        let name = self.layer.settings.connection.as_str();
+        let name = &*self.layer.connection;
         let principal = request.extensions().get::<Arc<Principal>>().cloned();
         let Some(id) = principal.as_deref().and_then(|p| super::record_id(name, p)) else {
             return crate::error::json_error(
@@ -150,19 +163,18 @@ impl InjectConnection {
         request: Request<Body>,
         token: &SecretString,
     ) -> Result<Request<Body>, InjectionFailure> {
-        let location = self
-            .layer
-            .settings
-            .location
-            .clone()
-            .unwrap_or_else(|| Location::Header("authorization".into()));
-        let value = match &location {
-            Location::Header(h) if h.eq_ignore_ascii_case("authorization") => {
-                SecretString::new(format!("Bearer {}", token.expose()))
-            }
-            _ => token.clone(),
+        let value = if self.layer.as_bearer {
+            SecretString::new(format!("Bearer {}", token.expose()))
+        } else {
+            token.clone()
         };
-        apply(request, &location, &value, self.layer.max_body_bytes).await
+        apply(
+            request,
+            &self.layer.location,
+            &value,
+            self.layer.max_body_bytes,
+        )
+        .await
     }
 
     fn refused(

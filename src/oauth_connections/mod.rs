@@ -229,11 +229,6 @@ impl OauthConnections {
         self.settings.keys().map(String::as_str)
     }
 
-    /// The vault.
-    pub fn vault(&self) -> &Arc<Vault> {
-        &self.vault
-    }
-
     /// Removes the record of `id` and forgets its tokens here; whether
     /// there was one. `by` says who, for the audit.
     pub async fn remove(

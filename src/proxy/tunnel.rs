@@ -55,6 +55,8 @@ const UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// protocol, as the route spells it, that goes upstream: never the
 /// client's other offers.
 pub fn requested_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<HeaderValue> {
+    // Most requests carry no Upgrade: one lookup decides for them.
+    let value = headers.get(header::UPGRADE)?;
     if allowed.is_empty() {
         return None;
     }
@@ -64,12 +66,11 @@ pub fn requested_upgrade(headers: &HeaderMap, allowed: &[String]) -> Option<Head
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    let value = headers.get(header::UPGRADE)?;
-    let first = value.to_str().ok()?.split(',').next()?.trim();
-    let name = first.split('/').next().unwrap_or(first);
     if !connection_upgrade {
         return None;
     }
+    let first = value.to_str().ok()?.split(',').next()?.trim();
+    let name = first.split('/').next().unwrap_or(first);
     let protocol = allowed.iter().find(|p| p.eq_ignore_ascii_case(name))?;
     HeaderValue::from_str(protocol).ok()
 }

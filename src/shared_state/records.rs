@@ -35,16 +35,6 @@ impl Records {
         self.redis.query("records_get", command).await
     }
 
-    /// Stores `value` as record `field`.
-    pub async fn put(&self, field: &str, value: &[u8]) -> Result<(), RedisError> {
-        let mut command = ::redis::cmd("HSET");
-        command.arg(&self.table).arg(field).arg(value);
-        self.redis
-            .query::<i64>("records_put", command)
-            .await
-            .map(drop)
-    }
-
     /// Stores every `(field, value)` at once (one `HSET`: all or none).
     pub async fn put_all(&self, records: &[(String, Vec<u8>)]) -> Result<(), RedisError> {
         if records.is_empty() {
