@@ -512,7 +512,11 @@ fn run(config: Option<PathBuf>) -> ExitCode {
     };
     warden::telemetry::init(&config.log);
     warden::crypto::install_providers();
+    // The workers ([server] workers) serve requests on runtimes of their
+    // own; this one runs the admin listener, reloads, health checks and
+    // the background tasks, which one thread keeps up with.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -24,6 +24,7 @@ pub(crate) struct ServerFile {
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<u32>,
     pub max_concurrent_streams: Option<u32>,
+    pub workers: Option<u32>,
     pub tunnel_idle_timeout: Option<String>,
     pub tunnel_max_duration: Option<String>,
     pub tls: Option<TlsFile>,

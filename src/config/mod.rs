@@ -149,6 +149,9 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Concurrent streams per HTTP/2 connection.
     pub max_concurrent_streams: u32,
+    /// Serving threads, each with its own runtime, listener and upstream
+    /// connections, so a request never crosses threads.
+    pub workers: usize,
     /// How long upgraded connections (WebSocket tunnels) may live.
     pub tunnels: crate::proxy::tunnel::TunnelLimits,
     /// `[server.tls]`: TLS on the main listener.
@@ -171,10 +174,16 @@ impl Default for ServerSettings {
             trusted_proxies: Vec::new(),
             max_connections: 10_000,
             max_concurrent_streams: 128,
+            workers: default_workers(),
             tunnels: crate::proxy::tunnel::TunnelLimits::default(),
             tls: None,
         }
     }
+}
+
+/// One worker per core the process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 /// The default config path: `WARDEN_CONFIG`, else `./gateway.toml`.

@@ -456,8 +456,9 @@ pub struct Reloader {
     path: PathBuf,
     persistent: Arc<Persistent>,
     live: Arc<Live>,
-    /// The addresses bound at start-up; a reload cannot move them.
-    bound: (std::net::SocketAddr, std::net::SocketAddr),
+    /// The addresses bound and the workers started at start-up; a reload
+    /// cannot change them.
+    bound: (std::net::SocketAddr, std::net::SocketAddr, usize),
     /// `[shared_state]` at start-up; a reload cannot change the backend.
     shared_state: crate::shared_state::SharedStateSettings,
     ok: prometheus::IntCounter,
@@ -491,7 +492,7 @@ impl Reloader {
         path: PathBuf,
         persistent: Arc<Persistent>,
         live: Arc<Live>,
-        bound: (std::net::SocketAddr, std::net::SocketAddr),
+        bound: (std::net::SocketAddr, std::net::SocketAddr, usize),
         shared_state: crate::shared_state::SharedStateSettings,
     ) -> Self {
         let reloads = &persistent.metrics.config_reloads;
@@ -535,9 +536,16 @@ impl Reloader {
                 )));
             }
         };
-        if (config.server.listen, config.server.admin_listen) != self.bound {
+        let (listen, admin_listen, workers) = self.bound;
+        if (config.server.listen, config.server.admin_listen) != (listen, admin_listen) {
             tracing::warn!(
                 "server.listen and server.admin_listen change only with a restart; the bound addresses stay"
+            );
+        }
+        if config.server.workers != workers {
+            tracing::warn!(
+                workers,
+                "server.workers changes only with a restart; the running workers stay"
             );
         }
         if config.shared_state != self.shared_state {

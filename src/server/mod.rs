@@ -1,12 +1,15 @@
 //! Listeners, connections and graceful shutdown.
 //!
 //! [`Gateway::bind`] binds both listeners (so a test or a supervisor learns
-//! the real ports before any request), then [`Gateway::serve`] accepts
-//! connections until the shutdown future resolves: it stops accepting, lets
-//! in-flight requests finish for up to `shutdown_grace`, and returns.
-//! Each connection is served by hyper-util's auto builder (HTTP/1.1 and h2c
-//! on one port) with the header limits and the header read timeout.
+//! the real ports before any request), then [`Gateway::serve`] starts the
+//! workers ([`workers`]: one thread and runtime per core, each accepting on
+//! its own socket) and serves until the shutdown future resolves: it stops
+//! accepting, lets in-flight requests finish for up to `shutdown_grace`,
+//! and returns. Each connection is served by hyper-util's auto builder
+//! (HTTP/1.1 and h2c on one port) with the header limits and the header
+//! read timeout ([`accept`]).
 
+mod accept;
 pub mod admin;
 pub mod client_address;
 mod connections;
@@ -18,6 +21,7 @@ pub mod operator;
 mod otlp;
 pub mod request_deadline;
 pub mod stack;
+mod workers;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,23 +30,21 @@ use std::time::Duration;
 
 use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::Registry;
-use tokio::net::{TcpListener, TcpStream};
-use tower::Service as _;
+use tokio::net::TcpListener;
 
 use crate::audit::AuditLog;
-use crate::body;
-use crate::body::HttpService;
 use crate::config::{Config, ServerSettings};
-use crate::extensions::ConnectInfo;
 use crate::metrics::Metrics;
 use crate::shared_state::{AuthState, SharedState};
+use accept::{Acceptor, accepted_or_log, serve_connection};
 use admin::Admin;
-use connections::{Admission, Connections, Tracked};
+use connections::Connections;
 use deadline::FirstByteDeadline;
 use generation::{Live, Persistent, Reloader};
+use workers::Workers;
 
 /// What [`Gateway::bind_with`] may be given besides the config.
 #[derive(Debug, Default)]
@@ -71,49 +73,6 @@ impl std::fmt::Debug for AuditWriter {
         f.debug_struct("AuditWriter")
             .field("capacity", &self.capacity)
             .finish_non_exhaustive()
-    }
-}
-
-/// The service of one client connection. The generation in force is looked
-/// up per request, so a reload reaches keep-alive connections at their next
-/// request; its stack is cloned only when the generation has changed, not
-/// per request. Every stack is always ready (see [`crate::routes::dispatch`]), so it
-/// is called without `poll_ready`. Between requests the connection holds
-/// the stack it last used, so an old generation lives until its idle
-/// connections send another request or close.
-struct ConnectionService {
-    live: Arc<Live>,
-    info: ConnectInfo,
-    /// The generation this connection last used, and its stack.
-    current: std::cell::RefCell<(Arc<HttpService>, HttpService)>,
-}
-
-impl ConnectionService {
-    fn new(live: Arc<Live>, info: ConnectInfo) -> Self {
-        let generation = live.service.load_full();
-        let stack = (*generation).clone();
-        Self {
-            live,
-            info,
-            current: std::cell::RefCell::new((generation, stack)),
-        }
-    }
-}
-
-impl hyper::service::Service<Request<Incoming>> for ConnectionService {
-    type Response = http::Response<body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = <HttpService as tower::Service<Request<body::Body>>>::Future;
-
-    fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let mut request = request.map(body::boxed);
-        request.extensions_mut().insert(self.info.clone());
-        let mut current = self.current.borrow_mut();
-        let in_force = self.live.service.load();
-        if !Arc::ptr_eq(&current.0, &in_force) {
-            *current = (Arc::clone(&in_force), (**in_force).clone());
-        }
-        current.1.call(request)
     }
 }
 
@@ -171,7 +130,9 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Gateway {
     settings: ServerSettings,
-    listener: TcpListener,
+    /// The main listener's address, and one socket per worker bound to it.
+    listen: SocketAddr,
+    listeners: Vec<std::net::TcpListener>,
     admin_listener: TcpListener,
     persistent: Arc<Persistent>,
     live: Arc<Live>,
@@ -226,14 +187,14 @@ impl Gateway {
             .unwrap_or_default();
         let live = Arc::new(Live::new(persistent.build(&config, hash)?));
         let settings = config.server.clone();
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Bind {
+        let (listen, listeners) =
+            workers::bind(settings.listen, settings.workers).map_err(|source| {
+                StartError::Bind {
                     what: "server.listen",
                     addr: settings.listen,
                     source,
-                })?;
+                }
+            })?;
         let admin_listener = TcpListener::bind(settings.admin_listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -246,7 +207,7 @@ impl Gateway {
                 path,
                 persistent.clone(),
                 live.clone(),
-                (settings.listen, settings.admin_listen),
+                (settings.listen, settings.admin_listen, settings.workers),
                 config.shared_state.clone(),
             ))
         });
@@ -272,7 +233,8 @@ impl Gateway {
         }
         Ok(Gateway {
             settings,
-            listener,
+            listen,
+            listeners,
             admin_listener,
             persistent,
             live,
@@ -282,7 +244,7 @@ impl Gateway {
 
     /// The bound address of the main listener.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.listen)
     }
 
     /// The bound address of the admin listener.
@@ -298,7 +260,6 @@ impl Gateway {
     /// Serves until `shutdown` resolves, then drains for up to `shutdown_grace`.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let builder = Arc::new(connection_builder(&self.settings));
-        let local = self.local_addr().ok();
         let admin = Admin::new(
             self.persistent.metrics.clone(),
             self.persistent.readiness.clone(),
@@ -306,7 +267,8 @@ impl Gateway {
             self.reloader.clone(),
         );
         tracing::info!(
-            listen = %display_addr(local),
+            listen = %self.listen,
+            workers = self.settings.workers,
             admin_listen = %display_addr(self.admin_addr().ok()),
             tls = self.settings.tls.is_some(),
             "listening"
@@ -322,50 +284,21 @@ impl Gateway {
             self.settings.header_read_timeout,
         ));
         // At max_connections the connection idle the longest makes room;
-        // when all are busy, new ones wait in the listen queue.
+        // when all are busy, new ones wait in the listen queue. The limit
+        // holds across the workers.
         let connections =
             Connections::new(self.settings.max_connections, self.settings.idle_timeout);
-        let handshake_timeout = self.settings.header_read_timeout;
-        tokio::pin!(shutdown);
-        loop {
-            let accepted = tokio::select! {
-                () = &mut shutdown => break,
-                accepted = self.listener.accept() => accepted,
-            };
-            let Some((stream, remote)) = accepted_or_log(accepted).await else {
-                continue;
-            };
-            let admission = tokio::select! {
-                () = &mut shutdown => break,
-                admission = connections.admit() => admission,
-            };
-            let tls = self.live.tls.load_full();
-            let info = ConnectInfo::new(remote, local.unwrap_or(remote), tls.is_some());
-            let service = ConnectionService::new(self.live.clone(), info);
-            match tls {
-                None => serve_connection(
-                    &builder,
-                    &connections,
-                    admission,
-                    FirstByteDeadline::new(stream, handshake_timeout),
-                    service,
-                ),
-                Some(acceptor) => serve_tls_connection(
-                    &builder,
-                    &connections,
-                    admission,
-                    TlsHandshake {
-                        acceptor,
-                        timeout: handshake_timeout,
-                        remote,
-                    },
-                    stream,
-                    service,
-                ),
-            }
-        }
+        let acceptor = Arc::new(Acceptor {
+            builder,
+            connections: connections.clone(),
+            live: self.live.clone(),
+            local: self.listen,
+            handshake_timeout: self.settings.header_read_timeout,
+        });
+        let mut workers = Workers::start(self.listeners, acceptor);
+        shutdown.await;
         admin.readiness().wait_for("shutting down");
-        drop(self.listener);
+        workers.stop_accepting().await;
         let open = connections.count();
         tracing::info!(
             open_connections = open,
@@ -391,6 +324,9 @@ impl Gateway {
         }
         // Their ends are logged and counted as they close.
         tunnels.close_all(Duration::from_secs(1)).await;
+        // What still runs on the workers (connections past the grace
+        // period) ends with their runtimes.
+        workers.finish().await;
         admin_task.abort();
         self.live.stop();
         self.persistent.stop();
@@ -402,83 +338,6 @@ impl Gateway {
         let audit = self.persistent.audit.clone();
         let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(2))).await;
     }
-}
-
-/// What serves one connection's requests: a hyper service answering with
-/// the gateway's body type, which may move to a task of its own.
-trait ConnectionHandler:
-    hyper::service::Service<
-        Request<Incoming>,
-        Response = http::Response<body::Body>,
-        Future: Send + 'static,
-        Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    > + Send
-    + 'static
-{
-}
-
-impl<S> ConnectionHandler for S where
-    S: hyper::service::Service<
-            Request<Incoming>,
-            Response = http::Response<body::Body>,
-            Future: Send + 'static,
-            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        > + Send
-        + 'static
-{
-}
-
-/// A connection's byte stream, plain or TLS.
-trait ConnectionIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
-
-impl<I> ConnectionIo for I where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static
-{
-}
-
-/// What a TLS connection needs before it can be served.
-struct TlsHandshake {
-    acceptor: Arc<tokio_rustls::TlsAcceptor>,
-    /// A client gets as long for the handshake as for its headers.
-    timeout: Duration,
-    remote: SocketAddr,
-}
-
-/// Completes the TLS handshake, then serves the connection like any other.
-fn serve_tls_connection<S>(
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    connections: &Connections,
-    admission: Admission,
-    handshake: TlsHandshake,
-    stream: TcpStream,
-    service: S,
-) where
-    S: ConnectionHandler,
-{
-    let builder = builder.clone();
-    let connections = connections.clone();
-    tokio::spawn(async move {
-        let TlsHandshake {
-            acceptor,
-            timeout,
-            remote,
-        } = handshake;
-        let activity = admission.activity();
-        let handshake = tokio::select! {
-            handshake = tokio::time::timeout(timeout, acceptor.accept(stream)) => handshake,
-            // Evicted or drained while still in the handshake: nothing to finish.
-            () = activity.asked_to_close() => return,
-        };
-        match handshake {
-            Ok(Ok(tls_stream)) => {
-                // The request must start as promptly after the handshake.
-                let io = FirstByteDeadline::new(tls_stream, timeout);
-                drive(&builder, &connections, admission, io, service).await;
-            }
-            Ok(Err(err)) => tracing::debug!(error = %err, %remote, "TLS handshake failed"),
-            Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-        }
-    });
 }
 
 /// Accepts admin connections until the task is aborted.
@@ -530,64 +389,4 @@ fn connection_builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor>
         .keep_alive_timeout(Duration::from_secs(10))
         .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
     builder
-}
-
-/// Logs an accept error and backs off briefly, so a full file table
-/// (EMFILE) does not turn into a busy loop.
-async fn accepted_or_log(
-    accepted: std::io::Result<(TcpStream, SocketAddr)>,
-) -> Option<(TcpStream, SocketAddr)> {
-    match accepted {
-        Ok((stream, remote)) => {
-            let _ = stream.set_nodelay(true);
-            Some((stream, remote))
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            None
-        }
-    }
-}
-
-fn serve_connection<I, S>(
-    builder: &Arc<auto::Builder<TokioExecutor>>,
-    connections: &Connections,
-    admission: Admission,
-    stream: I,
-    service: S,
-) where
-    I: ConnectionIo,
-    S: ConnectionHandler,
-{
-    let builder = builder.clone();
-    let connections = connections.clone();
-    tokio::spawn(async move {
-        drive(&builder, &connections, admission, stream, service).await;
-    });
-}
-
-/// Serves one connection, plain or TLS, to its end: closed when idle too
-/// long or when asked to (at the limit, at shutdown, after in-flight
-/// requests finish); its place is given back when it ends.
-async fn drive<I, S>(
-    builder: &auto::Builder<TokioExecutor>,
-    connections: &Connections,
-    admission: Admission,
-    io: I,
-    service: S,
-) where
-    I: ConnectionIo,
-    S: ConnectionHandler,
-{
-    let activity = admission.activity();
-    let service = Tracked::new(service, activity.clone());
-    // With upgrades: a WebSocket handshake's 101 hands the connection over
-    // to its tunnel (`proxy::tunnel`), which outlives this task.
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let ended = connections.drive(&activity, connection).await;
-    drop(admission);
-    if let Err(err) = ended {
-        tracing::debug!(error = %err, "connection ended with an error");
-    }
 }

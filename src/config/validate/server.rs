@@ -70,6 +70,18 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
         u64::from(max_concurrent_streams),
         "use e.g. 128",
     );
+    let workers = match file.workers {
+        None => defaults.workers,
+        Some(n) if (1..=MAX_WORKERS).contains(&n) => n as usize,
+        Some(n) => {
+            report.problem(
+                &base.key("workers"),
+                format!("{n} is outside 1..={MAX_WORKERS}"),
+                "use the number of cores to serve on, e.g. workers = 2, or leave it out for one per core",
+            );
+            defaults.workers
+        }
+    };
     let tls = file.tls.and_then(|tls| {
         let cert_file = report.resolve(&tls.cert_file);
         let key_file = report.resolve(&tls.key_file);
@@ -94,6 +106,7 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
     ServerSettings {
         max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         max_concurrent_streams,
+        workers,
         tls,
         listen,
         admin_listen,
@@ -143,6 +156,9 @@ pub(super) fn build_server(report: &mut Report<'_>, file: ServerFile) -> ServerS
         },
     }
 }
+
+/// More serving threads than this is a typo, not a machine.
+const MAX_WORKERS: u32 = 1024;
 
 fn socket_addr(
     report: &mut Report<'_>,
