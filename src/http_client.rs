@@ -14,7 +14,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 /// A pooled client for bodies of type `B`.
-pub type HttpsClient<B> = Client<hyper_rustls::HttpsConnector<HttpConnector>, B>;
+pub type HttpsClient<B> = Client<HttpsConnector, B>;
+
+/// Opens plain TCP connections for `http` URLs and TLS ones for `https`.
+pub type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// How a client connects.
 #[derive(Clone, Copy, Debug, Default)]
@@ -113,6 +116,21 @@ where
     B: http_body::Body + Send + 'static,
     B::Data: Send,
 {
+    let https = connector(options)?;
+    let mut client = Client::builder(TokioExecutor::new());
+    client
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .http2_only(options.http2);
+    Ok(client.build(https))
+}
+
+/// What opens a connection with `options`: TCP (with `TCP_NODELAY` and the
+/// connect timeout), then TLS for `https` URLs with ALPN `h2` or
+/// `http/1.1` as `options.http2` says.
+pub fn connector(options: &ClientOptions<'_>) -> Result<HttpsConnector, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = options.ca_file {
@@ -145,17 +163,9 @@ where
         }
         None => builder,
     };
-    let https = if options.http2 {
+    Ok(if options.http2 {
         builder.enable_http2().wrap_connector(http)
     } else {
         builder.enable_http1().wrap_connector(http)
-    };
-    let mut client = Client::builder(TokioExecutor::new());
-    client
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .http2_only(options.http2);
-    Ok(client.build(https))
+    })
 }

@@ -183,7 +183,7 @@ impl Targets {
                     Ok(request) => matches!(
                         tokio::time::timeout(
                             self.settings.interval.min(Duration::from_secs(5)),
-                            client.client.request(request)
+                            client.send(&target.uri, request)
                         )
                         .await,
                         Ok(Ok(response)) if response.status().is_success()

@@ -16,6 +16,7 @@
 mod echo;
 pub mod headers;
 pub mod health;
+pub mod pool;
 pub mod tunnel;
 
 use std::convert::Infallible;
@@ -58,32 +59,51 @@ pub struct ConnectionSettings {
     pub http2: bool,
 }
 
-/// A pooled keep-alive client (HTTP and HTTPS, rustls with the webpki
-/// roots), shared by every route with the same [`ConnectionSettings`].
-/// Cheap to clone.
+/// Keep-alive connections to upstreams (HTTP and HTTPS, rustls with the
+/// webpki roots), kept per worker ([`pool`]), shared by every route with
+/// the same [`ConnectionSettings`]. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct UpstreamClient {
-    client: crate::http_client::HttpsClient<Body>,
+    pool: Arc<pool::Pool>,
     http2: bool,
 }
 
+/// How long an upstream connection may sit idle before it is closed.
+pub const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 impl UpstreamClient {
-    /// A client with `settings`, whose connection attempts give up after
-    /// `connect_timeout`.
+    /// A client with `settings` for `workers` workers, whose connection
+    /// attempts give up after `connect_timeout`.
     pub fn new(
         connect_timeout: Duration,
         settings: &ConnectionSettings,
+        workers: usize,
     ) -> Result<Self, crate::http_client::ClientError> {
-        let client = crate::http_client::client(&crate::http_client::ClientOptions {
+        let connector = crate::http_client::connector(&crate::http_client::ClientOptions {
             ca_file: settings.ca_file.as_deref(),
             server_name: settings.server_name.as_deref(),
             http2: settings.http2,
             connect_timeout: Some(connect_timeout),
         })?;
         Ok(Self {
-            client,
+            pool: Arc::new(pool::Pool::new(
+                connector,
+                settings.http2,
+                UPSTREAM_IDLE_TIMEOUT,
+                workers,
+            )),
             http2: settings.http2,
         })
+    }
+
+    /// Sends `request` to `target` (scheme and authority) on one of the
+    /// current worker's connections.
+    pub async fn send(
+        &self,
+        target: &Uri,
+        request: Request<Body>,
+    ) -> Result<Response<pool::PooledBody>, pool::SendError> {
+        self.pool.send(target, request).await
     }
 }
 
@@ -307,7 +327,7 @@ impl Service<Request<Body>> for Proxy {
 
             let started = Instant::now();
             let sent =
-                tokio::time::timeout(inner.timeout, inner.client.client.request(request)).await;
+                tokio::time::timeout(inner.timeout, inner.client.send(&target, request)).await;
             let elapsed = started.elapsed();
             let timing = UpstreamTiming {
                 elapsed,
@@ -401,7 +421,7 @@ struct PendingUpgrade {
 /// two connections joined in a tunnel once hyper hands them over. A 101
 /// the client did not ask for, or to another protocol, is a 502.
 fn switch_protocols(
-    mut response: Response<hyper::body::Incoming>,
+    mut response: Response<pool::PooledBody>,
     pending: Option<PendingUpgrade>,
     tunnels: Option<&(Arc<Tunnels>, Arc<str>)>,
     key: Option<ExecutionKey>,

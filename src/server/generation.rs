@@ -306,8 +306,12 @@ impl Persistent {
         if let Some(client) = clients.get(&key) {
             return Ok(client.clone());
         }
-        let client = UpstreamClient::new(config.server.connect_timeout, settings)
-            .map_err(StartError::Upstream)?;
+        let client = UpstreamClient::new(
+            config.server.connect_timeout,
+            settings,
+            config.server.workers,
+        )
+        .map_err(StartError::Upstream)?;
         clients.insert(key, client.clone());
         Ok(client)
     }

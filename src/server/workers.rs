@@ -98,6 +98,7 @@ impl Workers {
             let (closed_tx, closed_rx) = oneshot::channel();
             let (exited_tx, exited_rx) = oneshot::channel();
             let worker = Worker {
+                index,
                 listener,
                 acceptor: acceptor.clone(),
                 stop: stop_rx.clone(),
@@ -147,6 +148,7 @@ impl Workers {
 
 /// One worker thread's share.
 struct Worker {
+    index: usize,
     listener: std::net::TcpListener,
     acceptor: Arc<Acceptor>,
     stop: watch::Receiver<bool>,
@@ -157,6 +159,7 @@ struct Worker {
 impl Worker {
     fn run(self) {
         let Worker {
+            index,
             listener,
             acceptor,
             mut stop,
@@ -173,6 +176,7 @@ impl Worker {
                 return;
             }
         };
+        crate::proxy::pool::enter_worker(index);
         runtime.block_on(async move {
             match TcpListener::from_std(listener) {
                 Ok(listener) => {
