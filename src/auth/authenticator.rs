@@ -58,6 +58,28 @@ pub const MAX_LEEWAY_SECS: u64 = 300;
 /// may set, and a minute more, so leeway can never revive a revoked token.
 pub const REVOCATION_MARGIN_SECS: i64 = MAX_LEEWAY_SECS as i64 + 60;
 
+/// A token's verdict: its principal, or the refusal (with the principal
+/// when the signature verified, for the audit log).
+pub type Verdict = Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)>;
+
+/// What [`Authenticator::authenticate_now`] found.
+#[derive(Debug)]
+pub enum Now {
+    /// The verdict.
+    Verdict(Verdict),
+    /// The token's `kid` is unknown to the trusted issuer it names: its
+    /// JWKS is fetched again, then the token is tried once more; if the
+    /// refetch is refused (too soon) or finds nothing, `rejection` stands.
+    Refetch {
+        /// The issuer.
+        issuer: Arc<TrustedIssuer>,
+        /// The unknown key id.
+        kid: String,
+        /// The refusal if the refetch does not help.
+        rejection: Rejection,
+    },
+}
+
 /// Until when a token that expires at `exp` stays revoked.
 pub fn revoked_until(exp: i64) -> i64 {
     exp.saturating_add(REVOCATION_MARGIN_SECS)
@@ -185,11 +207,38 @@ impl Authenticator {
     /// [`Authenticator::authenticate`], also returning the verified
     /// principal of a token refused after verification (revoked), for the
     /// audit log.
-    pub async fn authenticate_detailed(
-        &self,
-        token: &str,
-    ) -> Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)> {
-        let principal = self.verify(token).await?;
+    pub async fn authenticate_detailed(&self, token: &str) -> Verdict {
+        match self.authenticate_now(token) {
+            Now::Verdict(verdict) => verdict,
+            Now::Refetch {
+                issuer,
+                kid,
+                rejection,
+            } => {
+                if issuer.refetch_for_unknown_kid(&kid).await
+                    && let Now::Verdict(verdict) = self.authenticate_now(token)
+                {
+                    return verdict;
+                }
+                Err((rejection, None))
+            }
+        }
+    }
+
+    /// [`Authenticator::authenticate_detailed`] without waiting: the
+    /// verdict, or the trusted issuer whose JWKS must be fetched again first
+    /// (a token with a `kid` it does not know yet). Every other token,
+    /// cached or not, is decided here, so the JWT layer needs no future of
+    /// its own for it.
+    pub fn authenticate_now(&self, token: &str) -> Now {
+        let principal = match self.verify(token) {
+            Now::Verdict(Ok(principal)) => principal,
+            other => return other,
+        };
+        Now::Verdict(self.unless_revoked(principal))
+    }
+
+    fn unless_revoked(&self, principal: Arc<Principal>) -> Verdict {
         if principal
             .jti
             .as_deref()
@@ -204,23 +253,22 @@ impl Authenticator {
         Ok(principal)
     }
 
-    /// Verifies a compact JWS; an unknown `kid` of a trusted issuer may
-    /// trigger one refetch of its JWKS, then one more try.
-    async fn verify_signed(
-        &self,
-        token: &str,
-    ) -> Result<Principal, (Rejection, Option<Arc<Principal>>)> {
+    /// Verifies a compact JWS. An unknown `kid` of a trusted issuer asks
+    /// for one refetch of its JWKS (then one more try).
+    fn verify_signed(&self, token: &str) -> Result<Principal, Now> {
         let signed = |(rejection, unverified): (Rejection, jwt::Unverified)| {
-            (rejection, unverified.signed.map(|p| Arc::new(*p)))
+            Now::Verdict(Err((rejection, unverified.signed.map(|p| Arc::new(*p)))))
         };
         match self.verify_now(token) {
             Err((rejection, unverified)) if rejection.reason == Reason::UnknownKid => {
-                match self.issuer_to_refetch(&unverified) {
-                    Some((issuer, kid)) if issuer.refetch_for_unknown_kid(&kid).await => {
-                        self.verify_now(token).map_err(signed)
-                    }
-                    _ => Err((rejection, None)),
-                }
+                Err(match self.issuer_to_refetch(&unverified) {
+                    Some((issuer, kid)) => Now::Refetch {
+                        issuer,
+                        kid,
+                        rejection,
+                    },
+                    None => Now::Verdict(Err((rejection, None))),
+                })
             }
             other => other.map_err(signed),
         }
@@ -281,30 +329,30 @@ impl Authenticator {
 
     /// Verifies `token`, cache first. On failure, also returns the signed
     /// claims when the signature verified (for the audit log).
-    async fn verify(
-        &self,
-        token: &str,
-    ) -> Result<Arc<Principal>, (Rejection, Option<Arc<Principal>>)> {
+    fn verify(&self, token: &str) -> Now {
         if token.len() > self.max_token_bytes {
             let rejection = Rejection {
                 reason: Reason::TokenTooLarge,
                 description: "token too large",
             };
-            return Err((rejection, None));
+            return Now::Verdict(Err((rejection, None)));
         }
         let cache_key = crate::crypto::sha256(token.as_bytes());
         if let Some(principal) = self.cache.get(&cache_key) {
             self.cache_hit.inc();
-            return match principal.check_time(unix_now(), self.leeway) {
+            return Now::Verdict(match principal.check_time(unix_now(), self.leeway) {
                 Ok(()) => Ok(principal),
                 Err(rejection) => Err((rejection, Some(principal))),
-            };
+            });
         }
         self.cache_miss.inc();
         // The cache is keyed on the token as presented: a repeated
         // encrypted token costs a hash, not a decryption.
         let verified = if is_compact_jwe(token) {
-            let (inner, kid) = self.decrypt(token).map_err(|r| (r, None))?;
+            let (inner, kid) = match self.decrypt(token) {
+                Ok(decrypted) => decrypted,
+                Err(rejection) => return Now::Verdict(Err((rejection, None))),
+            };
             // The audit names the decryption key whether or not the JWS
             // inside is then accepted.
             let mark = |mut principal: Principal| {
@@ -312,23 +360,29 @@ impl Authenticator {
                 principal
             };
             self.verify_signed(&inner)
-                .await
                 .map(mark)
-                .map_err(|(rejection, signed)| {
-                    (rejection, signed.map(|p| Arc::new(mark((*p).clone()))))
+                .map_err(|now| match now {
+                    Now::Verdict(Err((rejection, signed))) => Now::Verdict(Err((
+                        rejection,
+                        signed.map(|p| Arc::new(mark((*p).clone()))),
+                    ))),
+                    other => other,
                 })
         } else {
-            self.verify_signed(token).await
+            self.verify_signed(token)
         };
-        let principal = Arc::new(verified?);
+        let principal = match verified {
+            Ok(principal) => Arc::new(principal),
+            Err(now) => return now,
+        };
         // Own and trusted tokens alike, encrypted or not; checked once,
         // before the cache: a lifetime does not grow while it is cached.
         if let Err(rejection) = principal.check_lifetime(unix_now(), self.max_lifetime) {
-            return Err((rejection, Some(principal)));
+            return Now::Verdict(Err((rejection, Some(principal))));
         }
         if self.admission.admit(&cache_key) {
             self.cache.insert(cache_key, principal.clone());
         }
-        Ok(principal)
+        Now::Verdict(Ok(principal))
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! [`Proxy`] is the innermost service of every route stack. It rewrites the
 //! URI (the normalised path, `strip_prefix`, the upstream's base path), picks
-//! a target round-robin, and sends the request through one pooled
-//! keep-alive [`UpstreamClient`] shared by all routes. Bodies stream both
-//! ways. Failures become responses: refused/reset → 502 `bad_gateway`,
-//! no answer within the route's timeout → 504 `upstream_timeout`, a request
+//! a target round-robin, and sends the request on one of the current
+//! worker's keep-alive connections ([`UpstreamClient`], [`pool`]). Bodies
+//! stream both ways. Failures become responses: refused/reset → 502
+//! `bad_gateway`, a request
 //! body that grew past `max_body_bytes` while streaming → 413, a request
-//! body the client framed wrong or cut short → 400 `bad_request`.
+//! body the client framed wrong or cut short → 400 `bad_request`. No answer
+//! within the route's timeout is a 504 `upstream_timeout` from the route's
+//! request deadline, which arms the one timer of the request.
 //!
 //! It reads [`ExecutionKey`] from the request extensions and writes
 //! [`UpstreamTiming`] into the response extensions.
@@ -119,7 +121,6 @@ struct ProxyInner {
     targets: Option<Arc<Targets>>,
     /// `Some(prefix)` when the route strips its prefix.
     strip_prefix: Option<String>,
-    timeout: Duration,
     client: UpstreamClient,
     /// Where upgraded connections go, and the route's name for them.
     tunnels: Option<(Arc<Tunnels>, Arc<str>)>,
@@ -130,14 +131,12 @@ impl Proxy {
     pub fn new(
         targets: Option<Arc<Targets>>,
         strip_prefix: Option<String>,
-        timeout: Duration,
         client: UpstreamClient,
     ) -> Self {
         Self {
             inner: Arc::new(ProxyInner {
                 targets,
                 strip_prefix,
-                timeout,
                 client,
                 tunnels: None,
             }),
@@ -326,19 +325,20 @@ impl Service<Request<Body>> for Proxy {
             }
 
             let started = Instant::now();
-            let sent =
-                tokio::time::timeout(inner.timeout, inner.client.send(&target, request)).await;
+            // No timer here: the route's timeout is folded into its
+            // request deadline (`server::request_deadline`).
+            let sent = inner.client.send(&target, request).await;
             let elapsed = started.elapsed();
             let timing = UpstreamTiming {
                 elapsed,
                 address: chosen.address.clone(),
             };
             let response = match sent {
-                Ok(Ok(response)) => {
+                Ok(response) => {
                     targets.succeeded(chosen);
                     response
                 }
-                Ok(Err(err)) if BodyTooLarge::is_cause_of(&err) => {
+                Err(err) if BodyTooLarge::is_cause_of(&err) => {
                     return Ok(GatewayError::new(
                         ErrorCode::PayloadTooLarge,
                         "the request body is larger than the gateway accepts",
@@ -348,7 +348,7 @@ impl Service<Request<Body>> for Proxy {
                 // The client's body broke while it streamed upstream (a bad
                 // chunk, cut short): hyper-util reports a failed send, but the
                 // upstream did nothing wrong, so the target is not marked failed.
-                Ok(Err(err)) if ClientBodyError::is_cause_of(&err) => {
+                Err(err) if ClientBodyError::is_cause_of(&err) => {
                     tracing::debug!(error = %error_chain(&err), "the client's request body could not be read");
                     let mut response = GatewayError::new(
                         ErrorCode::BadFraming,
@@ -358,7 +358,7 @@ impl Service<Request<Body>> for Proxy {
                     response.extensions_mut().insert(timing);
                     return Ok(response);
                 }
-                Ok(Err(err)) => {
+                Err(err) => {
                     if err.is_connect() {
                         targets.failed(chosen);
                     }
@@ -370,19 +370,6 @@ impl Service<Request<Body>> for Proxy {
                     };
                     let mut response = GatewayError::new(ErrorCode::BadGateway, description)
                         .into_response(key.as_ref());
-                    response.extensions_mut().insert(timing);
-                    return Ok(response);
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        timeout_ms = inner.timeout.as_millis() as u64,
-                        "upstream timed out"
-                    );
-                    let mut response = GatewayError::new(
-                        ErrorCode::UpstreamTimeout,
-                        "the upstream did not answer in time",
-                    )
-                    .into_response(key.as_ref());
                     response.extensions_mut().insert(timing);
                     return Ok(response);
                 }

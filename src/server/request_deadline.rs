@@ -7,6 +7,10 @@
 //! own (shorter) timeout still answers first when it is the one that runs
 //! out. A request still unanswered at the deadline gets 504
 //! `upstream_timeout`, with its execution key.
+//!
+//! A route's own `timeout` is folded in: its deadline is the shorter of the
+//! two, so each request arms one timer, not one here and one around the
+//! upstream call.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -25,12 +29,26 @@ use crate::execution_key::ExecutionKey;
 #[derive(Clone, Copy, Debug)]
 pub struct RequestDeadlineLayer {
     deadline: Duration,
+    /// Whether the route's upstream timeout is the one that runs out.
+    upstream_bound: bool,
 }
 
 impl RequestDeadlineLayer {
     /// A deadline of `deadline` from the time the request is routed.
     pub fn new(deadline: Duration) -> Self {
-        Self { deadline }
+        Self {
+            deadline,
+            upstream_bound: false,
+        }
+    }
+
+    /// A route's deadline: `request_timeout`, or the route's upstream
+    /// `timeout` when it is shorter.
+    pub fn for_route(request_timeout: Duration, route_timeout: Duration) -> Self {
+        Self {
+            deadline: request_timeout.min(route_timeout),
+            upstream_bound: route_timeout < request_timeout,
+        }
     }
 }
 
@@ -41,6 +59,7 @@ impl<S> Layer<S> for RequestDeadlineLayer {
         RequestDeadline {
             inner,
             deadline: self.deadline,
+            upstream_bound: self.upstream_bound,
         }
     }
 }
@@ -50,6 +69,7 @@ impl<S> Layer<S> for RequestDeadlineLayer {
 pub struct RequestDeadline<S> {
     inner: S,
     deadline: Duration,
+    upstream_bound: bool,
 }
 
 impl<S> Service<Request<Body>> for RequestDeadline<S>
@@ -69,6 +89,8 @@ where
         DeadlineFuture {
             inner: tokio::time::timeout(self.deadline, self.inner.call(request)),
             key,
+            deadline: self.deadline,
+            upstream_bound: self.upstream_bound,
         }
     }
 }
@@ -79,6 +101,8 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: tokio::time::Timeout<F>,
         key: Option<ExecutionKey>,
+        deadline: Duration,
+        upstream_bound: bool,
     }
 }
 
@@ -93,6 +117,17 @@ where
         Poll::Ready(Ok(match std::task::ready!(this.inner.poll(cx)) {
             Ok(Ok(response)) => response,
             Ok(Err(never)) => match never {},
+            Err(_elapsed) if *this.upstream_bound => {
+                tracing::warn!(
+                    timeout_ms = this.deadline.as_millis() as u64,
+                    "upstream timed out"
+                );
+                GatewayError::new(
+                    ErrorCode::UpstreamTimeout,
+                    "the upstream did not answer in time",
+                )
+                .into_response(this.key.as_ref())
+            }
             Err(_elapsed) => GatewayError::new(
                 ErrorCode::RequestTimeout,
                 "the request did not complete within request_timeout",

@@ -348,7 +348,10 @@ fn route_stack(
     });
     ServiceBuilder::new()
         // Outermost: bounds everything the request waits for once routed.
-        .layer(RequestDeadlineLayer::new(config.server.request_timeout))
+        .layer(RequestDeadlineLayer::for_route(
+            config.server.request_timeout,
+            route.timeout,
+        ))
         // Boxed once here: the dispatcher holds every route as one type.
         .layer_fn(BoxCloneSyncService::new)
         .option_layer(token_use)
@@ -426,7 +429,6 @@ fn upstream(
     };
     let strip = route.strip_prefix.then(|| route.key.path_prefix.clone());
     Either::Left(
-        Proxy::new(targets, strip, route.timeout, client)
-            .with_tunnels(parts.tunnels.clone(), &route.name),
+        Proxy::new(targets, strip, client).with_tunnels(parts.tunnels.clone(), &route.name),
     )
 }
