@@ -161,4 +161,26 @@ mod tests {
         assert_eq!(json["error"], "upstream_timeout");
         assert_eq!(json["execution_key"], key.as_str());
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_route_timeout_shorter_than_request_timeout_is_the_one_timer() {
+        let slow = tower::service_fn(|_request: Request<Body>| async {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok::<_, Infallible>(Response::new(crate::body::empty()))
+        });
+        let layer =
+            RequestDeadlineLayer::for_route(Duration::from_secs(30), Duration::from_secs(2));
+        let mut service = layer.layer(slow);
+        let started = tokio::time::Instant::now();
+        let Ok(response) = service.call(Request::new(crate::body::empty())).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(2), "the route's timeout ran out");
+        assert_eq!(response.status(), http::StatusCode::GATEWAY_TIMEOUT);
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        assert_eq!(json["error"], "upstream_timeout");
+        assert_eq!(json["error_description"], "the upstream did not answer in time");
+    }
 }
