@@ -6,11 +6,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use warden::{Config, Gateway};
 
-/// mimalloc: each worker thread allocates from its own heap, with no lock
-/// and little fragmentation (see docs/performance.md for the figures).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "warden",

@@ -15,10 +15,14 @@
 //!   it sat idle fails the next request *before* it is written; that
 //!   request is retried once on a fresh connection. A request that was
 //!   written is never retried (it may not be idempotent).
+//! - **Bursts.** A request that finds no idle connection connects, and
+//!   takes a connection given back meanwhile if that comes first (the new
+//!   one is then abandoned), so a burst of requests opens about as many
+//!   connections as are really busy at once, not one per request.
 //! - **Idle expiry.** A connection idle for `idle_timeout` is closed: at
 //!   checkout, and by a sweeper task that looks every quarter of it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
@@ -31,6 +35,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::oneshot;
 use tower::ServiceExt as _;
 
 use crate::body::{Body, BoxError};
@@ -38,6 +43,10 @@ use crate::http_client::HttpsConnector;
 
 /// Idle HTTP/1.1 connections kept per target and worker.
 pub const MAX_IDLE_PER_TARGET: usize = 1024;
+
+/// Past this many requests waiting for a target's connection, the ones
+/// that went away are dropped from the queue.
+const WAITING_PRUNE_AT: usize = 64;
 
 thread_local! {
     /// Which shard this thread's requests use: 0 for any thread that is
@@ -70,6 +79,9 @@ struct Key {
 #[derive(Debug, Default)]
 struct Shard {
     http1: HashMap<Key, Vec<Parked>>,
+    /// Requests connecting to a target, which take the first connection
+    /// given back to it instead if it comes before theirs.
+    waiting: HashMap<Key, VecDeque<oneshot::Sender<http1::SendRequest<Body>>>>,
     http2: HashMap<Key, Shared>,
 }
 
@@ -171,13 +183,11 @@ impl Pool {
         {
             request.headers_mut().insert(http::header::HOST, host);
         }
-        let mut pooled = self.checkout_http1(&key).await;
+        let (mut sender, mut reused) = match self.checkout_http1(&key).await {
+            Some(idle) => (idle, true),
+            None => self.given_back_or_connect(&key, target).await?,
+        };
         loop {
-            let reused = pooled.is_some();
-            let mut sender = match pooled.take() {
-                Some(sender) => sender,
-                None => self.connect_http1(target).await?,
-            };
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     // A 101 hands the connection to a tunnel: it is not pooled.
@@ -197,6 +207,8 @@ impl Pool {
                     Some(unsent) if reused => {
                         tracing::debug!(error = %err.error(), "a pooled upstream connection was closed; retrying on a new one");
                         request = unsent;
+                        sender = self.connect_http1(target).await?;
+                        reused = false;
                     }
                     _ => return Err(SendError::Exchange(err.into_error())),
                 },
@@ -223,6 +235,37 @@ impl Pool {
             if sender.is_ready() || sender.ready().await.is_ok() {
                 return Some(sender);
             }
+        }
+    }
+
+    /// A connection to `key`: one given back while this one connects
+    /// (`true`: it was pooled), or the new one (`false`).
+    async fn given_back_or_connect(
+        &self,
+        key: &Key,
+        target: &Uri,
+    ) -> Result<(http1::SendRequest<Body>, bool), SendError> {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut shard) = self.shard().lock() {
+            let waiting = shard.waiting.entry(key.clone()).or_default();
+            if waiting.len() >= WAITING_PRUNE_AT {
+                waiting.retain(|waiter| !waiter.is_closed());
+            }
+            waiting.push_back(tx);
+        }
+        let connect = self.connect_http1(target);
+        tokio::pin!(connect);
+        tokio::select! {
+            biased;
+            given = rx => {
+                if let Ok(mut sender) = given
+                    && sender.ready().await.is_ok()
+                {
+                    return Ok((sender, true));
+                }
+                Ok((connect.await?, false))
+            }
+            connected = &mut connect => Ok((connected?, false)),
         }
     }
 
@@ -369,6 +412,16 @@ impl Return {
         }
         let shard = &pool.shards[pool.index % pool.shards.len()];
         if let Ok(mut shard) = shard.lock() {
+            let mut sender = sender;
+            // A request connecting to the same target takes it first.
+            if let Some(waiting) = shard.waiting.get_mut(&key) {
+                while let Some(waiter) = waiting.pop_front() {
+                    match waiter.send(sender) {
+                        Ok(()) => return,
+                        Err(back) => sender = back,
+                    }
+                }
+            }
             let idle = shard.http1.entry(key).or_default();
             if idle.len() < MAX_IDLE_PER_TARGET {
                 idle.push(Parked {

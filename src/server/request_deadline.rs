@@ -173,7 +173,11 @@ mod tests {
         let mut service = layer.layer(slow);
         let started = tokio::time::Instant::now();
         let Ok(response) = service.call(Request::new(crate::body::empty())).await;
-        assert_eq!(started.elapsed(), Duration::from_secs(2), "the route's timeout ran out");
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2),
+            "the route's timeout ran out"
+        );
         assert_eq!(response.status(), http::StatusCode::GATEWAY_TIMEOUT);
         let body = http_body_util::BodyExt::collect(response.into_body())
             .await
@@ -181,6 +185,9 @@ mod tests {
             .unwrap_or_default();
         let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
         assert_eq!(json["error"], "upstream_timeout");
-        assert_eq!(json["error_description"], "the upstream did not answer in time");
+        assert_eq!(
+            json["error_description"],
+            "the upstream did not answer in time"
+        );
     }
 }
