@@ -48,14 +48,6 @@ pub const MAX_IDLE_PER_TARGET: usize = 1024;
 /// that went away are dropped from the queue.
 const WAITING_PRUNE_AT: usize = 64;
 
-/// HTTP/1.1 connections a worker opens to one target at the same time.
-/// A request that finds this many being opened waits up to
-/// [`QUEUE_WAIT`] for one given back before it opens its own.
-const MAX_CONNECTING: usize = 8;
-
-/// See [`MAX_CONNECTING`].
-const QUEUE_WAIT: Duration = Duration::from_millis(2);
-
 thread_local! {
     /// Which shard this thread's requests use: 0 for any thread that is
     /// not a worker, `1 + index` for worker `index`.
@@ -90,8 +82,6 @@ struct Shard {
     /// Requests connecting to a target, which take the first connection
     /// given back to it instead if it comes before theirs.
     waiting: HashMap<Key, VecDeque<oneshot::Sender<http1::SendRequest<Body>>>>,
-    /// HTTP/1.1 connections being opened, per target.
-    connecting: HashMap<Key, usize>,
     http2: HashMap<Key, Shared>,
 }
 
@@ -255,29 +245,13 @@ impl Pool {
         key: &Key,
         target: &Uri,
     ) -> Result<(http1::SendRequest<Body>, bool), SendError> {
-        let (tx, mut rx) = oneshot::channel();
-        let may_connect = self.shard().lock().is_ok_and(|mut shard| {
+        let (tx, rx) = oneshot::channel();
+        if let Ok(mut shard) = self.shard().lock() {
             let waiting = shard.waiting.entry(key.clone()).or_default();
             if waiting.len() >= WAITING_PRUNE_AT {
                 waiting.retain(|waiter| !waiter.is_closed());
             }
             waiting.push_back(tx);
-            let connecting = shard.connecting.entry(key.clone()).or_default();
-            *connecting += 1;
-            *connecting <= MAX_CONNECTING
-        });
-        let _connecting = Connecting {
-            shards: self.shards.clone(),
-            index: SHARD.with(std::cell::Cell::get),
-            key: key.clone(),
-        };
-        // A burst: enough connections are being opened already; one given
-        // back soon is cheaper than one more.
-        if !may_connect
-            && let Ok(Ok(mut sender)) = tokio::time::timeout(QUEUE_WAIT, &mut rx).await
-            && sender.ready().await.is_ok()
-        {
-            return Ok((sender, true));
         }
         let connect = self.connect_http1(target);
         tokio::pin!(connect);
@@ -408,34 +382,9 @@ async fn sweep(shards: Weak<Vec<Mutex<Shard>>>, idle_timeout: Duration) {
                 });
                 !idle.is_empty()
             });
-            shard.waiting.retain(|_, waiting| {
-                waiting.retain(|waiter| !waiter.is_closed());
-                !waiting.is_empty()
-            });
             shard.http2.retain(|_, shared| {
                 !shared.sender.is_closed() && now.duration_since(shared.last_used) < idle_timeout
             });
-        }
-    }
-}
-
-/// A connection being opened, counted until it is made or abandoned.
-struct Connecting {
-    shards: Arc<Vec<Mutex<Shard>>>,
-    index: usize,
-    key: Key,
-}
-
-impl Drop for Connecting {
-    fn drop(&mut self) {
-        let shard = &self.shards[self.index % self.shards.len()];
-        if let Ok(mut shard) = shard.lock()
-            && let Some(count) = shard.connecting.get_mut(&self.key)
-        {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                shard.connecting.remove(&self.key);
-            }
         }
     }
 }
