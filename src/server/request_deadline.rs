@@ -141,6 +141,14 @@ where
 mod tests {
     use super::*;
 
+    async fn json_of(response: Response<Body>) -> serde_json::Value {
+        let body = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        serde_json::from_slice(&body).unwrap_or_default()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_request_past_the_deadline_is_answered_504_with_its_key() {
         let slow = tower::service_fn(|_request: Request<Body>| async {
@@ -153,11 +161,7 @@ mod tests {
         request.extensions_mut().insert(key.clone());
         let Ok(response) = service.call(request).await;
         assert_eq!(response.status(), http::StatusCode::GATEWAY_TIMEOUT);
-        let body = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let json = json_of(response).await;
         assert_eq!(json["error"], "upstream_timeout");
         assert_eq!(json["execution_key"], key.as_str());
     }
@@ -179,11 +183,7 @@ mod tests {
             "the route's timeout ran out"
         );
         assert_eq!(response.status(), http::StatusCode::GATEWAY_TIMEOUT);
-        let body = http_body_util::BodyExt::collect(response.into_body())
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        let json = json_of(response).await;
         assert_eq!(json["error"], "upstream_timeout");
         assert_eq!(
             json["error_description"],
