@@ -296,3 +296,28 @@ fn workers_outside_the_range_are_refused_with_the_fix() {
         assert!(err.contains("gateway.toml:4"), "names the line: {err}");
     }
 }
+
+#[tokio::test]
+async fn several_workers_do_not_join_a_port_another_gateway_serves() {
+    // Held by another gateway with several workers: bound with
+    // SO_REUSEPORT, so a second SO_REUSEPORT socket of the same user would
+    // join it and take half its connections.
+    let taken = tokio::net::TcpSocket::new_v4().unwrap();
+    taken.set_reuseport(true).unwrap();
+    taken.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let taken = taken.listen(16).unwrap();
+    let addr = taken.local_addr().unwrap();
+    let toml = format!(
+        "[server]\nlisten = \"{addr}\"\nadmin_listen = \"127.0.0.1:0\"\nworkers = 2\n{}",
+        route("svc", "/", "http://127.0.0.1:9", "")
+    );
+    let config = warden::Config::from_toml(&toml, "test.toml").unwrap();
+    let err = warden::Gateway::bind(config, prometheus::Registry::new())
+        .await
+        .expect_err("a port another gateway serves is refused, not shared")
+        .to_string();
+    assert!(
+        err.contains("server.listen") && err.contains(&addr.to_string()),
+        "{err}"
+    );
+}
