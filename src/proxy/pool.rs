@@ -12,9 +12,12 @@
 //!   [`MAX_IDLE_PER_TARGET`] idle connections per target and worker.
 //! - **HTTP/2**: one multiplexed connection per target and worker.
 //! - **Stale connections.** A pooled connection the upstream closed while
-//!   it sat idle fails the next request *before* it is written; that
-//!   request is retried once on a fresh connection. A request that was
-//!   written is never retried (it may not be idempotent).
+//!   it sat idle fails the next request, before it is written (that request
+//!   is retried once on a fresh connection) or, when the close had not been
+//!   seen yet, right after, with no answer. An idempotent request without a
+//!   body (GET, HEAD, PUT or DELETE with none) is then sent once more on a
+//!   fresh connection; any other is a 502, since the upstream may have
+//!   acted on it.
 //! - **Bursts.** A request that finds no idle connection connects, and
 //!   takes a connection given back meanwhile if that comes first (the new
 //!   one is then abandoned), so a burst of requests opens about as many
@@ -188,6 +191,10 @@ impl Pool {
             None => self.given_back_or_connect(&key, target).await?,
         };
         loop {
+            // On a pooled connection the upstream may have closed just
+            // before the request was written: a request that can be sent
+            // again as it is (idempotent, no body) keeps a copy of its head.
+            let again = reused.then(|| resendable(&request)).flatten();
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     // A 101 hands the connection to a tunnel: it is not pooled.
@@ -207,6 +214,19 @@ impl Pool {
                     Some(unsent) if reused => {
                         tracing::debug!(error = %err.error(), "a pooled upstream connection was closed; retrying on a new one");
                         request = unsent;
+                        sender = self.connect_http1(target).await?;
+                        reused = false;
+                    }
+                    // Written, then the connection turned out closed
+                    // before any answer: sent once more on a fresh one.
+                    None if err.error().is_incomplete_message() && again.is_some() => {
+                        tracing::debug!(
+                            "a pooled upstream connection closed as the request was written; resending it on a new one"
+                        );
+                        let Some(copy) = again else {
+                            return Err(SendError::Exchange(err.into_error()));
+                        };
+                        request = copy;
                         sender = self.connect_http1(target).await?;
                         reused = false;
                     }
@@ -361,6 +381,21 @@ impl Pool {
             index: SHARD.with(std::cell::Cell::get),
         }
     }
+}
+
+/// A copy of `request` to send again, when that is safe: an idempotent
+/// method (RFC 9110 §9.2.2) and no body.
+fn resendable(request: &Request<Body>) -> Option<Request<Body>> {
+    use http_body::Body as _;
+    if !request.method().is_idempotent() || !request.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    Some(copy)
 }
 
 /// Closes connections idle longer than `idle_timeout`, until the pool is gone.
@@ -577,6 +612,66 @@ mod tests {
         assert!(
             matches!(conn, Ok(Some(1))),
             "the idle connection was closed: {conn:?}"
+        );
+    }
+
+    /// The upstream closes a pooled connection while it sits idle, and the
+    /// worker has not run since, so the connection still looks ready: the
+    /// next GET is written to it and answered by the close. Without the
+    /// resend this is a 502 (`IncompleteMessage`).
+    #[tokio::test]
+    async fn a_get_written_to_a_connection_the_upstream_just_closed_is_sent_again() {
+        use std::io::{Read as _, Write as _};
+        // A blocking upstream on its own thread, so closing its side does
+        // not let this runtime run the connection's task.
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|err| panic!("bind: {err}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|err| panic!("addr: {err}"));
+        let (close, closing) = std::sync::mpsc::channel::<()>();
+        let (closed, was_closed) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            let mut conn = 0;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                conn += 1;
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\n1");
+                if conn == 1 {
+                    let _ = closing.recv();
+                    drop(stream);
+                    let _ = closed.send(());
+                } else {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+        });
+        let connector =
+            crate::http_client::connector(&crate::http_client::ClientOptions::default())
+                .unwrap_or_else(|err| panic!("connector: {err}"));
+        let pool = Pool::new(connector, false, Duration::from_secs(60), 1);
+        let target: Uri = format!("http://{addr}")
+            .parse()
+            .unwrap_or_else(|err| panic!("uri: {err}"));
+        let get = || {
+            Request::get(format!("http://{addr}/"))
+                .body(crate::body::empty())
+                .unwrap_or_else(|err| panic!("request: {err}"))
+        };
+        let first = pool
+            .send(&target, get())
+            .await
+            .unwrap_or_else(|err| panic!("first: {err}"));
+        let _ = first.into_body().collect().await;
+        // Closed, and this thread blocked until it is: no task has run.
+        let _ = close.send(());
+        let _ = was_closed.recv();
+        let second = pool.send(&target, get()).await;
+        assert!(
+            matches!(&second, Ok(response) if response.status() == http::StatusCode::OK),
+            "the stale connection's refusal was retried: {second:?}"
         );
     }
 }
