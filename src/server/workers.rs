@@ -36,22 +36,32 @@ const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
 /// Binds `workers` listening sockets on `addr`, and returns them with the
 /// address they share (the real port when `addr` asked for port 0).
 ///
-/// With more than one worker, the sockets are bound with `SO_REUSEPORT`.
-/// So that two gateways started on one port by mistake fail as they would
-/// without it (`address in use`), the address is first bound once without
-/// `SO_REUSEPORT` and released.
+/// With more than one worker, the sockets are bound with `SO_REUSEPORT`,
+/// and the first of them holds the port while the others join it: the port
+/// is never free in between, so no other socket (an outgoing connection's
+/// source port, another gateway) can take it.
+///
+/// - A port asked for by number is first bound once without `SO_REUSEPORT`
+///   and released, so that two gateways started on one port by mistake fail
+///   as they would without it (`address in use`).
+/// - Port 0 needs no such probe: Linux shares a port between `SO_REUSEPORT`
+///   sockets only when it is asked for by number, never an ephemeral one.
 pub(super) fn bind(
     addr: SocketAddr,
     workers: usize,
 ) -> std::io::Result<(SocketAddr, Vec<std::net::TcpListener>)> {
-    let first = listen(addr, false)?;
-    let local = first.local_addr()?;
     if workers <= 1 {
-        return Ok((local, vec![first.into_std()?]));
+        let only = listen(addr, false)?;
+        return Ok((only.local_addr()?, vec![only.into_std()?]));
     }
-    drop(first);
+    if addr.port() != 0 {
+        drop(listen(addr, false)?);
+    }
+    let first = listen(addr, true)?;
+    let local = first.local_addr()?;
     let mut listeners = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    listeners.push(first.into_std()?);
+    for _ in 1..workers {
         listeners.push(listen(local, true)?.into_std()?);
     }
     Ok((local, listeners))
@@ -192,5 +202,57 @@ impl Worker {
             let _ = finish.wait_for(|finish| *finish).await;
         });
         runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loopback_any_port() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    /// What `bind` relies on for port 0: the kernel never hands one
+    /// gateway's ephemeral `SO_REUSEPORT` port to another, so two gateways
+    /// started on port 0 at once (as the tests do) never share a port.
+    #[tokio::test]
+    async fn gateways_on_port_zero_never_share_a_port() {
+        let mut held = Vec::new();
+        let mut ports = std::collections::HashSet::new();
+        for _ in 0..64 {
+            let (local, listeners) = bind(loopback_any_port(), 2).expect("binds port 0");
+            assert_eq!(listeners.len(), 2);
+            for listener in &listeners {
+                assert_eq!(listener.local_addr().expect("bound").port(), local.port());
+            }
+            assert!(ports.insert(local.port()), "port {local} handed out twice");
+            held.push(listeners);
+        }
+    }
+
+    /// The port is held from the first socket on: a socket without
+    /// `SO_REUSEPORT` (an outgoing connection's source port, a plain
+    /// listener) cannot take it.
+    #[tokio::test]
+    async fn the_shared_port_is_held_against_plain_sockets() {
+        let (local, _listeners) = bind(loopback_any_port(), 3).expect("binds port 0");
+        let taken = std::net::TcpListener::bind(local);
+        assert_eq!(
+            taken.expect_err("the port is held").kind(),
+            std::io::ErrorKind::AddrInUse
+        );
+    }
+
+    /// A port asked for by number that another `SO_REUSEPORT` group holds
+    /// is refused, not joined.
+    #[tokio::test]
+    async fn a_numbered_port_held_by_another_group_is_refused() {
+        let (local, _first) = bind(loopback_any_port(), 2).expect("binds port 0");
+        let second = bind(local, 2);
+        assert_eq!(
+            second.expect_err("the port is taken").kind(),
+            std::io::ErrorKind::AddrInUse
+        );
     }
 }
