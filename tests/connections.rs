@@ -17,12 +17,12 @@ mod common;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
+use common::redis_server::{REDIS_PASSWORD, RedisServer};
 use common::*;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -30,7 +30,6 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use warden::StartOptions;
 use warden::clock::unix_now;
@@ -975,108 +974,14 @@ client_secret_env = "PATH"
 // ---------------------------------------------------------------------------
 // The fleet: two warden processes on one Redis
 
-const REDIS_PASSWORD: &str = "connections-redis-password-3c2d";
-
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn redis_answers(port: u16) -> bool {
-    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let command = format!("AUTH {REDIS_PASSWORD}\r\nPING\r\n");
-    if stream.write_all(command.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut reply = Vec::new();
-    let mut buffer = [0u8; 64];
-    while !String::from_utf8_lossy(&reply).contains("+PONG") {
-        match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await {
-            Ok(Ok(n)) if n > 0 => reply.extend_from_slice(&buffer[..n]),
-            _ => return false,
-        }
-    }
-    true
-}
-
-/// One command to the test's Redis; the first line of its answer.
-async fn redis_command(port: u16, args: &[&str]) -> String {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    let mut command = format!(
-        "*2\r\n$4\r\nAUTH\r\n${}\r\n{REDIS_PASSWORD}\r\n*{}\r\n",
-        REDIS_PASSWORD.len(),
-        args.len()
-    );
-    for arg in args {
-        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(command.as_bytes()).await.unwrap();
-    let mut reply = Vec::new();
-    let mut buffer = [0u8; 256];
-    // "+OK" for AUTH, then the command's answer.
-    while reply.iter().filter(|b| **b == b'\n').count() < 2 {
-        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buffer))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(n > 0, "redis closed the connection");
-        reply.extend_from_slice(&buffer[..n]);
-    }
-    let text = String::from_utf8_lossy(&reply).into_owned();
-    text.lines().nth(1).unwrap_or_default().to_owned()
-}
-
-async fn start_redis() -> RedisServer {
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--requirepass", REDIS_PASSWORD])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!("cannot run redis-server ({err}): these tests need it, install it with `apt-get install -y redis-server`")
-            });
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if redis_answers(port).await {
-                return RedisServer { port, child };
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("redis-server did not start on any of five free ports");
-}
-
 #[tokio::test]
 async fn with_redis_a_connection_made_through_one_replica_is_used_by_the_other() {
     let setup = Setup::new().await;
-    let redis = start_redis().await;
+    let redis = RedisServer::start().await;
     let toml = setup.toml(
         "[shared_state]\nbackend = \"redis\"\nurl_env = \"CONNECTIONS_REDIS_URL\"\nkey_prefix = \"conn-test:\"\ntimeout = \"500ms\"\n\n[log]\nlevel = \"debug\"\nformat = \"json\"",
     );
-    let url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/0", redis.port);
+    let url = redis.url();
     let env = [("CONNECTIONS_REDIS_URL", url.as_str())];
     let mut a = spawn_warden_with_env(&toml, &env).await;
     let mut b = spawn_warden_with_env(&toml, &env).await;
@@ -1126,11 +1031,8 @@ async fn with_redis_a_connection_made_through_one_replica_is_used_by_the_other()
         "conn-test:connections:pending:{}",
         common::sha256_hex(state.as_bytes())
     );
-    assert_eq!(
-        redis_command(redis.port, &["PEXPIRE", &key, "1"]).await,
-        ":1"
-    );
-    while redis_command(redis.port, &["EXISTS", &key]).await != ":0" {
+    assert_eq!(redis.command(&["PEXPIRE", &key, "1"]).await, ":1");
+    while redis.command(&["EXISTS", &key]).await != ":0" {
         tokio::task::yield_now().await;
     }
     let location = get(&format!("{authorize}&login=bob-gh"))
@@ -1380,11 +1282,11 @@ async fn a_user_cannot_start_more_than_ten_sign_ins_in_ten_minutes() {
 #[tokio::test]
 async fn with_redis_two_replicas_refreshing_the_same_user_ask_the_provider_once() {
     let setup = Setup::new().await;
-    let redis = start_redis().await;
+    let redis = RedisServer::start().await;
     let toml = setup.toml(
         "[shared_state]\nbackend = \"redis\"\nurl_env = \"CONNECTIONS_REDIS_URL\"\nkey_prefix = \"conn-race:\"\ntimeout = \"500ms\"",
     );
-    let url = format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/0", redis.port);
+    let url = redis.url();
     let env = [("CONNECTIONS_REDIS_URL", url.as_str())];
     let a = spawn_warden_with_env(&toml, &env).await;
     let b = spawn_warden_with_env(&toml, &env).await;

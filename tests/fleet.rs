@@ -11,137 +11,18 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis_server::{REDIS_PASSWORD, RedisServer, free_port};
 use common::*;
 use http::StatusCode;
 use jsonwebtoken::Algorithm;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warden::clock::unix_now;
 
 const ISS: &str = "http://warden.fleet.test";
 const API_KEY: &str = "wk_fleet_0123456789abcdef0123456789abcdef";
-const REDIS_PASSWORD: &str = "fleet-redis-password-9a8b7c";
-
-/// A `redis-server` of the test's own, on an ephemeral port, with a
-/// password and no persistence (a restart forgets everything).
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    /// Starts one on a free port and waits until it answers `PING`.
-    async fn start() -> Self {
-        for _ in 0..5 {
-            let port = free_port();
-            if let Some(server) = Self::start_on(port).await {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on any of five free ports");
-    }
-
-    /// Starts one on `port` (again, after [`Self::kill`]).
-    async fn start_on(port: u16) -> Option<Self> {
-        Self::start_with(port, &[]).await
-    }
-
-    /// Starts one on `port` with `extra` arguments.
-    async fn start_with(port: u16, extra: &[&str]) -> Option<Self> {
-        let child = Command::new("redis-server")
-            .args(extra)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--requirepass",
-                REDIS_PASSWORD,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| {
-                panic!(
-                    "cannot run redis-server ({err}): these tests need it, install it with `apt-get install -y redis-server`"
-                )
-            });
-        let mut server = Self {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            if let Some(child) = server.child.as_mut()
-                && let Ok(Some(_)) = child.try_wait()
-            {
-                // Exited: the port was taken in between.
-                server.child = None;
-                return None;
-            }
-            if server.ping().await {
-                return Some(server);
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        None
-    }
-
-    /// Whether it answers an authenticated `PING`.
-    async fn ping(&self) -> bool {
-        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await else {
-            return false;
-        };
-        let command = format!("AUTH {REDIS_PASSWORD}\r\nPING\r\n");
-        if stream.write_all(command.as_bytes()).await.is_err() {
-            return false;
-        }
-        let mut reply = Vec::new();
-        let mut buffer = [0u8; 64];
-        while !String::from_utf8_lossy(&reply).contains("+PONG") {
-            match tokio::time::timeout(Duration::from_secs(1), stream.read(&mut buffer)).await {
-                Ok(Ok(n)) if n > 0 => reply.extend_from_slice(&buffer[..n]),
-                _ => return false,
-            }
-        }
-        true
-    }
-
-    /// The URL the gateways are given, password included.
-    fn url(&self) -> String {
-        format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{}/0", self.port)
-    }
-
-    /// Kills it (SIGKILL): everything it held is gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
-
 /// Two replicas and what they share.
 struct Fleet {
     a: WardenProcess,
@@ -478,7 +359,7 @@ async fn redis_down_is_degraded_not_dead_and_recovers_without_a_restart() {
 
     // Redis comes back (empty: it kept nothing) on the same address.
     let port = fleet.redis.port;
-    fleet.redis = RedisServer::start_on(port)
+    fleet.redis = RedisServer::start_on(port, &[])
         .await
         .expect("redis-server restarts on its port");
     // Both replicas reconnect by themselves (the revocation mirror
@@ -646,14 +527,7 @@ async fn replicas_share_state_over_rediss_and_refuse_an_untrusted_server() {
         "no",
     ];
     // Its plain port only tells the test it is up; the gateways use TLS.
-    let mut redis = None;
-    for _ in 0..5 {
-        redis = RedisServer::start_with(free_port(), &tls_args).await;
-        if redis.is_some() {
-            break;
-        }
-    }
-    let _redis = redis.expect("redis-server starts with TLS");
+    let _redis = RedisServer::start_with(&tls_args).await;
     let upstream = RecordingUpstream::start(Behaviour::ok()).await;
     let key = TestKey::generate("fleet-es256", Algorithm::ES256);
     let key_file = key.file();
