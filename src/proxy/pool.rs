@@ -577,16 +577,22 @@ mod tests {
         (addr, rx)
     }
 
-    #[tokio::test]
-    async fn an_idle_connection_is_closed_once_its_idle_timeout_runs_out() {
-        let (addr, mut closed) = upstream().await;
+    /// A one-shard HTTP/1.1 pool with `idle` as its idle timeout, and the
+    /// target `addr` as a URI.
+    fn plain_pool(addr: std::net::SocketAddr, idle: Duration) -> (Pool, Uri) {
         let connector =
             crate::http_client::connector(&crate::http_client::ClientOptions::default())
                 .unwrap_or_else(|err| panic!("connector: {err}"));
-        let pool = Pool::new(connector, false, Duration::from_millis(200), 1);
-        let target: Uri = format!("http://{addr}")
+        let target = format!("http://{addr}")
             .parse()
             .unwrap_or_else(|err| panic!("uri: {err}"));
+        (Pool::new(connector, false, idle, 1), target)
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_once_its_idle_timeout_runs_out() {
+        let (addr, mut closed) = upstream().await;
+        let (pool, target) = plain_pool(addr, Duration::from_millis(200));
         let request = Request::get(format!("http://{addr}/"))
             .body(crate::body::empty())
             .unwrap_or_else(|err| panic!("request: {err}"));
@@ -648,13 +654,7 @@ mod tests {
                 }
             }
         });
-        let connector =
-            crate::http_client::connector(&crate::http_client::ClientOptions::default())
-                .unwrap_or_else(|err| panic!("connector: {err}"));
-        let pool = Pool::new(connector, false, Duration::from_secs(60), 1);
-        let target: Uri = format!("http://{addr}")
-            .parse()
-            .unwrap_or_else(|err| panic!("uri: {err}"));
+        let (pool, target) = plain_pool(addr, Duration::from_secs(60));
         let get = || {
             Request::get(format!("http://{addr}/"))
                 .body(crate::body::empty())
