@@ -1,6 +1,6 @@
 //! Every key the parser accepts, read from the serde structs of `file.rs`
 //! themselves, for the test that holds `docs/configuration.md` to them
-//! (`tests/config_reference.rs`).
+//! (`tests/suite/config_reference.rs`).
 //!
 //! [`accepted_keys`] hands each section's `*File` struct a probing
 //! deserializer: a struct tells it its field names (`deserialize_struct`),

@@ -7,9 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm;
 use serde_json::Value;

@@ -9,14 +9,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use common::*;
 use http::{Request, StatusCode};
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};

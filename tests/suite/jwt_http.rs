@@ -11,15 +11,13 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use http::{Method, Request, StatusCode};
 use jsonwebtoken::Algorithm;

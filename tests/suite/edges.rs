@@ -8,13 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use jsonwebtoken::Algorithm;

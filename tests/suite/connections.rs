@@ -12,8 +12,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -21,9 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::common::redis_server::{REDIS_PASSWORD, RedisServer};
+use crate::common::*;
 use base64::Engine;
-use common::redis_server::{REDIS_PASSWORD, RedisServer};
-use common::*;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -1029,7 +1027,7 @@ async fn with_redis_a_connection_made_through_one_replica_is_used_by_the_other()
     let state = pairs(authorize.split_once('?').unwrap().1)["state"].clone();
     let key = format!(
         "conn-test:connections:pending:{}",
-        common::sha256_hex(state.as_bytes())
+        crate::common::sha256_hex(state.as_bytes())
     );
     assert_eq!(redis.command(&["PEXPIRE", &key, "1"]).await, ":1");
     while redis.command(&["EXISTS", &key]).await != ":0" {

@@ -4,14 +4,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 
-use common::*;
+use crate::common::*;
 
 const ISS: &str = "https://warden.test";
 const AUD: &str = "orders-api";

@@ -294,7 +294,7 @@ proptest! {
 // ---------------------------------------------------------------------------
 // The config loader
 
-const GATEWAY_TOML: &str = include_str!("../gateway.toml");
+const GATEWAY_TOML: &str = include_str!("../../gateway.toml");
 
 /// One change to a config's lines.
 #[derive(Clone, Debug)]
@@ -459,24 +459,24 @@ fn jwks_documents() -> &'static [Value] {
     DOCS.get_or_init(|| {
         let read = |text: &str| -> Value { serde_json::from_str(text).expect("vector JSON") };
         let mut docs = Vec::new();
-        let rfc7515 = read(include_str!("fixtures/vectors/rfc7515_appendix_a.json"));
+        let rfc7515 = read(include_str!("../fixtures/vectors/rfc7515_appendix_a.json"));
         for vector in rfc7515["vectors"].as_array().into_iter().flatten() {
             if vector["key"].is_object() {
                 docs.push(json!({"keys": [vector["key"]]}));
             }
         }
         for text in [
-            include_str!("fixtures/vectors/rfc7520_cookbook/jws/4_1.rsa_v15_signature.json"),
-            include_str!("fixtures/vectors/rfc7520_cookbook/jws/4_3.ecdsa_signature.json"),
+            include_str!("../fixtures/vectors/rfc7520_cookbook/jws/4_1.rsa_v15_signature.json"),
+            include_str!("../fixtures/vectors/rfc7520_cookbook/jws/4_3.ecdsa_signature.json"),
             include_str!(
-                "fixtures/vectors/rfc7520_cookbook/jws/4_4.hmac-sha2_integrity_protection.json"
+                "../fixtures/vectors/rfc7520_cookbook/jws/4_4.hmac-sha2_integrity_protection.json"
             ),
-            include_str!("fixtures/vectors/rfc8037/ed25519_jws_rfc8037_A4.json"),
+            include_str!("../fixtures/vectors/rfc8037/ed25519_jws_rfc8037_A4.json"),
         ] {
             docs.push(json!({"keys": [read(text)["input"]["key"]]}));
         }
         let wycheproof = read(include_str!(
-            "fixtures/vectors/wycheproof/json_web_key_test.json"
+            "../fixtures/vectors/wycheproof/json_web_key_test.json"
         ));
         for group in wycheproof["testGroups"].as_array().into_iter().flatten() {
             for side in ["public", "private"] {

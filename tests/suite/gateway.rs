@@ -7,12 +7,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use futures_util::StreamExt;
 use http::{Method, Request, StatusCode};
 use http_body_util::StreamBody;

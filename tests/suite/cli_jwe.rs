@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use crate::common::*;
 use base64::Engine;
-use common::*;
 use serde_json::Value;
 use warden::auth::jwe::DECRYPT_ERROR_DESCRIPTION;
 

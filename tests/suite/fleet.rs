@@ -8,13 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::redis_server::{REDIS_PASSWORD, RedisServer, free_port};
-use common::*;
+use crate::common::redis_server::{REDIS_PASSWORD, RedisServer, free_port};
+use crate::common::*;
 use http::StatusCode;
 use jsonwebtoken::Algorithm;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};

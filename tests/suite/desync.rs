@@ -19,14 +19,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{RecordingUpstream, config, raw_request, route, spawn_gateway};
+use crate::common::{RecordingUpstream, config, raw_request, route, spawn_gateway};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -51,7 +49,7 @@ fn framing_gateway(upstream: &str) -> String {
 
 #[tokio::test]
 async fn a_transfer_encoding_other_than_exactly_chunked_is_400_and_never_reaches_the_upstream() {
-    let upstream = RecordingUpstream::start(common::Behaviour::ok()).await;
+    let upstream = RecordingUpstream::start(crate::common::Behaviour::ok()).await;
     let gateway = spawn_gateway(&framing_gateway(&upstream.url())).await;
     for te in [
         "Transfer-Encoding: chunked, chunked",
@@ -93,13 +91,13 @@ async fn send_and_half_close(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     stream.write_all(request).await.expect("write");
     stream.shutdown().await.expect("half-close");
     let mut received = Vec::new();
-    let _ = tokio::time::timeout(common::PATIENCE, stream.read_to_end(&mut received)).await;
+    let _ = tokio::time::timeout(crate::common::PATIENCE, stream.read_to_end(&mut received)).await;
     received
 }
 
 #[tokio::test]
 async fn a_malformed_chunked_body_is_400_bad_request_and_never_502() {
-    let upstream = RecordingUpstream::start(common::Behaviour::ok()).await;
+    let upstream = RecordingUpstream::start(crate::common::Behaviour::ok()).await;
     let gateway = spawn_gateway(&framing_gateway(&upstream.url())).await;
     let head = "POST /orders HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
     for (what, body) in [
@@ -131,7 +129,7 @@ async fn a_malformed_chunked_body_is_400_bad_request_and_never_502() {
 
 #[tokio::test]
 async fn a_body_cut_short_is_never_answered_502() {
-    let upstream = RecordingUpstream::start(common::Behaviour::ok()).await;
+    let upstream = RecordingUpstream::start(crate::common::Behaviour::ok()).await;
     let gateway = spawn_gateway(&framing_gateway(&upstream.url())).await;
     for request in [
         "POST /orders HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
@@ -151,7 +149,7 @@ async fn a_body_cut_short_is_never_answered_502() {
 
 #[tokio::test]
 async fn a_chunked_body_over_the_limit_is_still_413() {
-    let upstream = RecordingUpstream::start(common::Behaviour::ok()).await;
+    let upstream = RecordingUpstream::start(crate::common::Behaviour::ok()).await;
     let toml = config(
         "max_body_bytes = 16",
         &route("public", "/", &upstream.url(), ""),

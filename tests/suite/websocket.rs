@@ -6,13 +6,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::result_large_err)]
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::Algorithm;
 use serde_json::json;
