@@ -142,8 +142,26 @@ pub async fn spawn_gateway(toml: &str) -> TestGateway {
     }
 }
 
-/// An address on which nothing listens: bound, read, then released.
+/// An address on which nothing listens, and nothing can start to: a
+/// socket is bound to it but never listens, so a connection to it is
+/// refused (RST), and the port is held until the test binary exits, so no
+/// other test's listener can be given it (a port bound and released could
+/// be).
 pub fn refused_addr() -> SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("bind 127.0.0.1:0");
+    let addr = socket.local_addr().expect("local address");
+    // Held on purpose for the life of the process: a few per test binary.
+    std::mem::forget(socket);
+    addr
+}
+
+/// An address nothing listens on right now, for a test that binds it
+/// itself later: bound, read, released, so another socket could take it in
+/// between. Where nothing should ever answer, use [`refused_addr`].
+pub fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local address")
 }

@@ -151,7 +151,8 @@ impl Drop for RedisServer {
     }
 }
 
-/// A port nothing listens on right now (bound, read, released).
+/// A port nothing listens on right now, for a redis-server to take (bound,
+/// read, released: [`RedisServer::start_with`] tries another if it lost it).
 pub fn free_port() -> u16 {
-    super::refused_addr().port()
+    super::free_addr().port()
 }

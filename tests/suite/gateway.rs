@@ -850,7 +850,7 @@ auth = "magic"
 
 #[tokio::test]
 async fn warden_run_with_an_invalid_config_exits_1_without_binding_its_port() {
-    let port = refused_addr();
+    let port = free_addr();
     let text = format!(
         "[server]\nlisten = \"{port}\"\nadmin_listen = \"127.0.0.1:0\"\n\n[[routes]]\nname = \"x\"\npath_prefix = \"/\"\nupstream = \"ftp://x\"\n"
     );

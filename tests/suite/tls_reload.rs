@@ -1490,7 +1490,7 @@ fn pool_route(name: &str, prefix: &str, targets: &[String], extra: &str) -> Stri
 #[tokio::test]
 async fn a_refusing_target_is_skipped_after_max_failures_and_used_again_after_the_cooldown() {
     let live = Backend::start("live").await;
-    let dead_addr = refused_addr();
+    let dead_addr = free_addr();
     let dead_url = format!("http://{dead_addr}");
     let cooldown = Duration::from_millis(1000);
     let gateway = spawn_gateway(&config(
