@@ -214,7 +214,7 @@ impl Pool {
                     Some(unsent) if reused => {
                         tracing::debug!(error = %err.error(), "a pooled upstream connection was closed; retrying on a new one");
                         request = unsent;
-                        sender = self.connect_http1(target).await?;
+                        sender = Box::pin(self.connect_http1(target)).await?;
                         reused = false;
                     }
                     // Written, then the connection turned out closed
@@ -227,7 +227,7 @@ impl Pool {
                             return Err(SendError::Exchange(err.into_error()));
                         };
                         request = copy;
-                        sender = self.connect_http1(target).await?;
+                        sender = Box::pin(self.connect_http1(target)).await?;
                         reused = false;
                     }
                     _ => return Err(SendError::Exchange(err.into_error())),
@@ -273,8 +273,10 @@ impl Pool {
             }
             waiting.push_back(tx);
         }
-        let connect = self.connect_http1(target);
-        tokio::pin!(connect);
+        // Boxed, as every connect: opening a connection is rare next to
+        // reusing one, and its future (a TLS handshake, HTTP/2's
+        // handshake) would otherwise size every request's future.
+        let mut connect = Box::pin(self.connect_http1(target));
         tokio::select! {
             biased;
             given = rx => {
@@ -321,14 +323,14 @@ impl Pool {
         let reused = shared.is_some();
         let mut sender = match shared {
             Some(sender) => sender,
-            None => self.connect_http2(key, target).await?,
+            None => Box::pin(self.connect_http2(key, target)).await?,
         };
         match sender.try_send_request(request).await {
             Ok(response) => Ok(response),
             Err(mut err) => match err.take_message() {
                 Some(unsent) if reused => {
                     tracing::debug!(error = %err.error(), "a pooled upstream connection was closed; retrying on a new one");
-                    let mut sender = self.connect_http2(key, target).await?;
+                    let mut sender = Box::pin(self.connect_http2(key, target)).await?;
                     Ok(sender.send_request(unsent).await?)
                 }
                 _ => Err(SendError::Exchange(err.into_error())),
