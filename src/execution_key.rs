@@ -70,10 +70,9 @@ impl ExecutionKey {
         &self.0
     }
 
-    /// The same key, naming the request's trace (32 lowercase hex digits).
-    pub fn with_trace_id(mut self, trace_id: std::sync::Arc<str>) -> Self {
+    /// Names the request's trace (32 lowercase hex digits) beside the key.
+    pub fn set_trace_id(&mut self, trace_id: std::sync::Arc<str>) {
         self.1 = Some(trace_id);
-        self
     }
 
     /// The request's trace id, once known.
