@@ -12,8 +12,8 @@
 //!   pooled client for ordinary requests, raw HTTP/1.1 over a `TcpStream` for
 //!   bytes a client library would normalise or refuse to send.
 //!
-//! - [`RedisServer`] is a `redis-server` of the test's own, for the
-//!   shared-state tests.
+//! - [`redis_server::RedisServer`] is a `redis-server` of the test's own,
+//!   for the shared-state tests.
 //!
 //! Nothing waits for a port by sleeping: every listener is bound before its
 //! address is handed out.
